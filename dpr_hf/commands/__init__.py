@@ -1,0 +1,1 @@
+"""One module per `dpr-hf` sub-command: `add_arguments(parser)` and `run(args)`."""

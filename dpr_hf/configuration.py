@@ -1,0 +1,83 @@
+"""Configs for the DPR encoders and reader.
+
+Each config wraps the config of any transformers encoder backbone (BERT by default) under the key `encoder`.
+This module is copied next to saved models (``register_for_auto_class``), so it imports nothing from dpr_hf.
+"""
+
+from __future__ import annotations
+
+from transformers import AutoConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+POOLINGS = ("cls", "mean")
+ROLES = ("question", "passage")
+
+
+class DPREncoderConfig(PreTrainedConfig):
+    """Shared fields of the question and passage encoder configs.
+
+    Args:
+        encoder: config (or dict) of the backbone encoder, e.g. a `BertConfig`.
+        role: "question" or "passage"; fixed by the subclass.
+        pooling: "cls" (the [CLS] vector, as in the paper) or "mean" (masked mean of the last hidden states).
+        projection_dim: size of a linear projection on top of the pooled vector; 0 means none (as DPR).
+        normalize: L2-normalise embeddings (off by default: DPR scores with the raw dot product).
+    """
+
+    model_type = "dpr_hf_encoder"
+    sub_configs_defaults = {"encoder": SubConfigSpec(config_class=AutoConfig, model_type="bert")}
+
+    encoder: PreTrainedConfig | dict | None = None
+    role: str = "question"
+    pooling: str = "cls"
+    projection_dim: int = 0
+    normalize: bool = False
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        if self.role not in ROLES:
+            raise ValueError(f"role must be one of {ROLES}, got {self.role!r}")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
+        if self.projection_dim < 0:
+            raise ValueError(f"projection_dim must be >= 0 (0 = no projection), got {self.projection_dim}")
+
+    @property
+    def hidden_size(self) -> int:
+        return self.encoder.hidden_size
+
+    @property
+    def embedding_dim(self) -> int:
+        """Size of the vectors the encoder returns (and the index stores)."""
+        return self.projection_dim or self.encoder.hidden_size
+
+
+class QuestionEncoderConfig(DPREncoderConfig):
+    """Config of `QuestionEncoder` (E_Q)."""
+
+    model_type = "dpr_hf_question_encoder"
+    role: str = "question"
+
+
+class PassageEncoderConfig(DPREncoderConfig):
+    """Config of `PassageEncoder` (E_P)."""
+
+    model_type = "dpr_hf_passage_encoder"
+    role: str = "passage"
+
+
+class ExtractiveReaderConfig(PreTrainedConfig):
+    """Config of `ExtractiveReader`: a backbone encoder plus span and relevance heads.
+
+    Args:
+        encoder: config (or dict) of the backbone encoder.
+    """
+
+    model_type = "dpr_hf_reader"
+    sub_configs_defaults = {"encoder": SubConfigSpec(config_class=AutoConfig, model_type="bert")}
+
+    encoder: PreTrainedConfig | dict | None = None
+
+    @property
+    def hidden_size(self) -> int:
+        return self.encoder.hidden_size
