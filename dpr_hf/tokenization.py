@@ -35,20 +35,28 @@ def format_passages(
     padding: bool | str = True,
     return_tensors: str | None = "pt",
 ) -> BatchEncoding:
-    """Tokenise passages for `PassageEncoder` as `[CLS] title [SEP] text [SEP]`.
+    """Tokenise passages for `PassageEncoder` as `[CLS] title [SEP] text [SEP]`, or `[CLS] text [SEP]` untitled.
 
-    Segment ids are all zero, as in the original DPR (transformers' DPR tokenizer sets the text to 1). When no
-    passage has a title, the input is `[CLS] text [SEP]`.
+    Segment ids are all zero, as in the original DPR (transformers' DPR tokenizer sets the text to 1). The form is
+    chosen per passage, as DPR did, so a passage encodes the same whatever else is in the batch.
     """
     texts = list(texts)
     titles = [t or "" for t in titles] if titles is not None else [""] * len(texts)
     if len(titles) != len(texts):
         raise ValueError(f"got {len(titles)} titles for {len(texts)} passage texts")
-    pairs = (titles, texts) if any(titles) else (texts,)
-    encoded = tokenizer(
-        *pairs, max_length=max_length, truncation=True, padding=padding, return_tensors=return_tensors
-    )
-    if "token_type_ids" in encoded:
-        token_types = encoded["token_type_ids"]
-        encoded["token_type_ids"] = token_types * 0 if return_tensors else [[0] * len(t) for t in token_types]
-    return encoded
+    titled = [i for i, title in enumerate(titles) if title]
+    untitled = [i for i, title in enumerate(titles) if not title]
+    features: list[dict] = [{} for _ in texts]
+    for indices, pairs in (
+        (titled, ([titles[i] for i in titled], [texts[i] for i in titled])),
+        (untitled, ([texts[i] for i in untitled],)),
+    ):
+        if not indices:
+            continue
+        encoded = tokenizer(*pairs, max_length=max_length, truncation=True)
+        for row, i in enumerate(indices):
+            features[i] = {key: values[row] for key, values in encoded.items()}
+            if "token_type_ids" in features[i]:
+                features[i]["token_type_ids"] = [0] * len(features[i]["token_type_ids"])
+    pad_to = max_length if padding == "max_length" else None
+    return tokenizer.pad(features, padding=padding, max_length=pad_to, return_tensors=return_tensors)
