@@ -80,6 +80,9 @@ class DPRPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = True
     _supports_flex_attn = True
     _supports_attention_backend = True
+    # The backbone's pooler is dropped on purpose (DPR pools itself), so checkpoints that carry its weights
+    # (transformers' DPR, original DPR, plain BERT) load without an UNEXPECTED report.
+    _keys_to_ignore_on_load_unexpected = [r"(^|\.)pooler\."]
 
     def _init_weights(self, module: nn.Module) -> None:
         # The backbone initialises its own modules (transformers dispatches to sub-models); these are our heads.
