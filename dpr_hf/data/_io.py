@@ -1,0 +1,211 @@
+"""File reading shared by the loaders: every decoding problem becomes a `DPRDataError` naming file and record.
+
+Record numbers are 1-based; for line-based files (JSONL, TSV/CSV) the record number is the line number.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import inspect
+import io
+import json
+import logging
+import os
+import sys
+import zlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import datasets
+from datasets.exceptions import DatasetGenerationError
+
+from ..errors import DPRDataError
+
+# Bump when the parsing rules change, so datasets' on-disk cache of an earlier parse is not reused.
+PARSER_VERSION = "1"
+
+logger = logging.getLogger(__name__)
+
+# DPR's passage texts are long quoted fields: lift csv's 128 KiB default field limit.
+csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+
+_DECODE_ERRORS = (UnicodeDecodeError, gzip.BadGzipFile, EOFError, zlib.error)
+
+
+def _decode_error(path: Path, error: Exception, record: int | None = None) -> DPRDataError:
+    if isinstance(error, UnicodeDecodeError):
+        return DPRDataError(f"not valid UTF-8 text ({error.reason} at byte {error.start})", path, record)
+    return DPRDataError(f"truncated or corrupt gzip data ({error})", path, record)
+
+
+def open_text(path: str | os.PathLike) -> io.TextIOBase:
+    """Open a UTF-8 text file, transparently gunzipping `*.gz` (decoding is strict: bad bytes raise)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    if path.suffix == ".gz":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
+    return open(path, encoding="utf-8", newline="")
+
+
+def base_suffix(path: str | os.PathLike) -> str:
+    """The format suffix of a path, ignoring a trailing `.gz` (`a.json.gz` -> `.json`)."""
+    path = Path(path)
+    return Path(path.stem).suffix.lower() if path.suffix.lower() == ".gz" else path.suffix.lower()
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Parse a whole JSON document (plain or gzipped)."""
+    path = Path(path)
+    try:
+        with open_text(path) as handle:
+            return json.load(handle)
+    except json.JSONDecodeError as error:
+        raise DPRDataError(
+            f"invalid JSON at line {error.lineno}, column {error.colno}: {error.msg}", path
+        ) from None
+    except _DECODE_ERRORS as error:
+        raise _decode_error(path, error) from None
+
+
+def iter_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
+    """Yield (line number, line) pairs, naming the line that cannot be decoded."""
+    path = Path(path)
+    number = 0
+    try:
+        with open_text(path) as handle:
+            for number, line in enumerate(handle, start=1):  # noqa: B007 (read in the except clause)
+                yield number, line
+    except _DECODE_ERRORS as error:
+        raise _decode_error(path, error, number + 1) from None
+
+
+def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
+    """Yield (line number, parsed object) for every non-blank line of a JSONL file."""
+    for number, line in iter_lines(path):
+        if not line.strip():
+            continue
+        try:
+            yield number, json.loads(line)
+        except json.JSONDecodeError as error:
+            raise DPRDataError(f"invalid JSON at column {error.colno}: {error.msg}", path, number) from None
+
+
+def iter_delimited(path: str | os.PathLike, delimiter: str | None = None) -> Iterator[tuple[int, list[str]]]:
+    """Yield (line number, fields) of a TSV/CSV file; the delimiter defaults to a tab when line 1 has one."""
+    path = Path(path)
+    lines = (line for _, line in iter_lines(path))
+    first = next(lines, None)
+    if first is None:
+        return
+    if delimiter is None:
+        delimiter = "\t" if "\t" in first else ","
+    reader = csv.reader(_chain(first, lines), delimiter=delimiter)
+    try:
+        for fields in reader:
+            yield reader.line_num, fields
+    except csv.Error as error:
+        raise DPRDataError(
+            f"malformed {delimiter!r}-separated line: {error}", path, reader.line_num
+        ) from None
+
+
+def _chain(first: str, rest: Iterator[str]) -> Iterator[str]:
+    yield first
+    yield from rest
+
+
+def file_fingerprint(kind: str, path: str | os.PathLike, **options: Any) -> str:
+    """A cache key for a parse of `path`: changes with the file (size, mtime, inode) and the parse options."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    key = json.dumps(
+        [PARSER_VERSION, kind, str(path), stat.st_size, stat.st_mtime_ns, stat.st_ino, options],
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def build_dataset(
+    generator: Callable[..., Iterator[dict]],
+    features: datasets.Features,
+    fingerprint: str,
+    **gen_kwargs: Any,
+) -> datasets.Dataset:
+    """Stream records into an Arrow-backed `Dataset` cached by datasets (memory stays flat for big files).
+
+    A generator with a `report` parameter gets a list to append warnings to (skipped records); they are logged
+    here and kept beside the cached Arrow file, so loading the same file again warns again. datasets wraps errors raised while
+    generating in `DatasetGenerationError`; ours are unwrapped so the user sees the file, record and field.
+    """
+    report: list[str] = []
+    if "report" in inspect.signature(generator).parameters:
+        gen_kwargs["report"] = report
+    try:
+        dataset = datasets.Dataset.from_generator(
+            generator, features=features, gen_kwargs=gen_kwargs, fingerprint=fingerprint
+        )
+    except DatasetGenerationError as error:
+        cause = error.__cause__
+        if isinstance(cause, (DPRDataError, FileNotFoundError)):
+            raise cause from None
+        raise
+    if dataset.cache_files:
+        sidecar = Path(dataset.cache_files[0]["filename"]).parent / "dpr_hf_warnings.json"
+        if report:
+            sidecar.write_text(json.dumps(report), encoding="utf-8")
+        elif sidecar.is_file():
+            report = json.loads(sidecar.read_text(encoding="utf-8"))
+    for message in report:
+        logger.warning(message)
+    return dataset
+
+
+# Suffixes (ignoring ".gz") that mean "a local file": a missing one is a FileNotFoundError, never a Hub look-up.
+FILE_SUFFIXES = {".json", ".jsonl", ".tsv", ".csv"}
+
+
+def resolve_source(
+    source: str | os.PathLike | datasets.Dataset | datasets.DatasetDict, split: str | None = None
+) -> Path | tuple[datasets.Dataset, str]:
+    """A local file's `Path`, or `(dataset, name)` for a `Dataset`, a `save_to_disk` folder or a Hub name."""
+    if isinstance(source, (datasets.Dataset, datasets.DatasetDict)):
+        return _select_split(source, split, "dataset"), "dataset"
+    path = Path(source)
+    if path.is_file():
+        if base_suffix(path) not in FILE_SUFFIXES:
+            raise DPRDataError(
+                f"unknown file format (expected one of {sorted(FILE_SUFFIXES)}, optionally .gz)", path
+            )
+        return path
+    if path.is_dir():
+        try:
+            loaded = datasets.load_from_disk(str(path))
+        except FileNotFoundError as error:
+            raise DPRDataError(f"not a datasets folder (save_to_disk): {error}", path) from None
+        return _select_split(loaded, split, str(path)), str(path)
+    if base_suffix(path) in FILE_SUFFIXES or path.is_absolute() or str(source).startswith("."):
+        raise FileNotFoundError(f"{path}: no such file or folder")
+    return _select_split(datasets.load_dataset(str(source), split=split), split, str(source)), str(source)
+
+
+def _select_split(
+    loaded: datasets.Dataset | datasets.DatasetDict, split: str | None, name: str
+) -> datasets.Dataset:
+    if isinstance(loaded, datasets.Dataset):
+        return loaded
+    if split is None and len(loaded) == 1:
+        return next(iter(loaded.values()))
+    if split not in loaded:
+        raise DPRDataError(f"choose a split with split=... among {sorted(loaded)}", name, field="split")
+    return loaded[split]
+
+
+def require_columns(dataset: datasets.Dataset, name: str, columns: tuple[str, ...]) -> None:
+    for column in columns:
+        if column not in dataset.column_names:
+            raise DPRDataError(f"missing column (has {dataset.column_names})", name, field=column)

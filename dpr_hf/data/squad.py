@@ -1,0 +1,81 @@
+"""SQuAD-format JSON (plain or gzipped), read as paragraphs and their questions.
+
+A paragraph's id is `f"{article_title}-{paragraph_index}"` and its title the article title with "_" as space, so
+the ids of `load_passages`, `load_questions` and `load_retriever_data` on the same file agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .schema import Where, get_id, get_string, require_mapping
+
+UNANSWERABLE = "unanswerable questions (SQuAD v2.0 is_impossible, or no answer text)"
+
+
+@dataclass
+class SquadQuestion:
+    id: str
+    question: str
+    answers: list[str]  # unique answer texts, in file order; empty for an unanswerable (v2.0) question
+
+
+@dataclass
+class SquadParagraph:
+    passage: dict[str, str]
+    questions: list[SquadQuestion] = field(default_factory=list)
+
+
+def is_squad(document: Any) -> bool:
+    return isinstance(document, dict) and "data" in document
+
+
+def iter_squad(document: Any, path: Path) -> Iterator[SquadParagraph]:
+    """Validate and walk a parsed SQuAD document; records are named by their JSON path (`data[3].paragraphs[1]`)."""
+    articles = require_mapping(document, Where(path, None)).get("data")
+    if not isinstance(articles, list):
+        raise Where(path, None).error(f"expected a list of articles, got {type(articles).__name__}", "data")
+    for a, article in enumerate(articles):
+        where = Where(path, f"data[{a}]")
+        article = require_mapping(article, where)
+        article_title = get_string(article, "title", where, required=False)
+        paragraphs = article.get("paragraphs")
+        if not isinstance(paragraphs, list):
+            raise where.error(f"expected a list of paragraphs, got {type(paragraphs).__name__}", "paragraphs")
+        for p, paragraph in enumerate(paragraphs):
+            where = Where(path, f"data[{a}].paragraphs[{p}]")
+            paragraph = require_mapping(paragraph, where)
+            context = get_string(paragraph, "context", where)
+            passage = {
+                "id": f"{article_title}-{p}",
+                "title": article_title.replace("_", " "),
+                "text": context,
+            }
+            yield SquadParagraph(passage, list(_iter_questions(paragraph.get("qas"), path, a, p)))
+
+
+def _iter_questions(qas: Any, path: Path, a: int, p: int) -> Iterator[SquadQuestion]:
+    if qas is None:
+        return
+    if not isinstance(qas, list):
+        raise Where(path, f"data[{a}].paragraphs[{p}]").error(
+            f"expected a list of questions, got {type(qas).__name__}", "qas"
+        )
+    for q, qa in enumerate(qas):
+        where = Where(path, f"data[{a}].paragraphs[{p}].qas[{q}]")
+        qa = require_mapping(qa, where)
+        question = get_string(qa, "question", where, non_empty=True)
+        identifier = get_id(qa, ("id",), where) or f"{a}-{p}-{q}"
+        answers = qa.get("answers") or []
+        if not isinstance(answers, list):
+            raise where.error(f"expected a list of answers, got {type(answers).__name__}", "answers")
+        texts = []
+        for i, answer in enumerate(answers):
+            answer = require_mapping(answer, where, f"answers[{i}]")
+            texts.append(get_string(answer, "text", where, f"answers[{i}].text"))
+        if qa.get("is_impossible") is True:
+            texts = []
+        yield SquadQuestion(identifier, question, list(dict.fromkeys(texts)))
