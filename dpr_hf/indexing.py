@@ -81,6 +81,18 @@ def _partner_passage_encoder_dir(question_encoder: PreTrainedModel) -> Path | No
     return partner if path.name == "question_encoder" and partner.is_dir() else None
 
 
+def encoder_dir(path: str | os.PathLike, role: str) -> Path:
+    """The `<role>_encoder/` folder of a pair or system folder, or `path` itself when it is an encoder folder."""
+    path = Path(path)
+    if (path / f"{role}_encoder" / "config.json").exists():
+        return path / f"{role}_encoder"
+    if (path / "config.json").exists():
+        return path
+    raise FileNotFoundError(
+        f"{path} holds no {role} encoder (neither {role}_encoder/config.json nor config.json)"
+    )
+
+
 # ------------------------------------------------------------------------------------------------------- encoding
 def _length_order(titles: Sequence[str] | None, texts: Sequence[str]) -> np.ndarray:
     """Longest first, by characters: batches of similar length waste no padding, and an OOM shows at once."""
@@ -90,7 +102,7 @@ def _length_order(titles: Sequence[str] | None, texts: Sequence[str]) -> np.ndar
     return np.argsort(-lengths, kind="stable")
 
 
-def _autocast(device: torch.device, precision: str | None):
+def precision_autocast(device: torch.device, precision: str | None):
     if precision not in (None, *PRECISIONS):
         raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
     dtype = PRECISIONS.get(precision or "fp32")
@@ -113,7 +125,7 @@ def encode_texts(
     order = _length_order(titles, texts)
     embeddings = np.empty((len(texts), encoder.config.embedding_dim), dtype=np.float32)
     progress = tqdm(total=len(texts), desc="Encoding passages", unit="passage", disable=not show_progress)
-    with _autocast(device, precision):
+    with precision_autocast(device, precision):
         for start in range(0, len(texts), batch_size):
             rows = order[start : start + batch_size]
             inputs = format_passages(
@@ -294,13 +306,13 @@ def _embedding_dim(dataset: Dataset) -> int:
 
 def _index_family(index: faiss.Index) -> str:
     """Coarse kind of a FAISS index, to tell whether a loaded file is what the manifest's factory builds."""
-    index = faiss.downcast_index(index)
-    if faiss.try_extract_index_ivf(index) is not None:
+    concrete = faiss.downcast_index(index)  # a view: `index` must stay referenced, it owns the memory
+    if faiss.try_extract_index_ivf(concrete) is not None:
         return "IVF"
     for family in (faiss.IndexHNSW, faiss.IndexFlat):
-        if isinstance(index, family):
+        if isinstance(concrete, family):
             return family.__name__
-    return type(index).__name__
+    return type(concrete).__name__
 
 
 def _default_search_parameters(factory: str) -> dict[str, int]:

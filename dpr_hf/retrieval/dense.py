@@ -1,0 +1,76 @@
+"""Dense retrieval: encode questions with E_Q, search the passage index by inner product."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from ..errors import MismatchError
+from ..indexing import PassageIndex, encoder_dir, precision_autocast
+from ..modeling import QuestionEncoder
+from ..tokenization import QUESTION_MAX_LENGTH, format_questions
+
+
+class DenseRetriever:
+    """DPR retrieval: top-k passages by E_Q(q) . E_P(p) from a `PassageIndex`.
+
+    Args:
+        question_encoder: the question tower whose vectors fit the index (checked).
+        tokenizer: its tokenizer.
+        index: passages encoded by the matching passage encoder.
+        batch_size: questions encoded (and searched) at once.
+        precision: None/"fp32", "bf16" or "fp16" autocast for the question encoder.
+    """
+
+    def __init__(
+        self,
+        question_encoder: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        index: PassageIndex,
+        batch_size: int = 128,
+        max_length: int = QUESTION_MAX_LENGTH,
+        precision: str | None = None,
+    ):
+        if question_encoder.config.embedding_dim != index.embedding_dim:
+            raise MismatchError(
+                f"question encoder returns {question_encoder.config.embedding_dim}-dim vectors, "
+                f"the index holds {index.embedding_dim}-dim passage embeddings"
+            )
+        self.question_encoder = question_encoder.eval()
+        self.tokenizer = tokenizer
+        self.index = index
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.precision = precision
+
+    @classmethod
+    def from_pretrained(
+        cls, model_dir: str | os.PathLike, index_dir: str | os.PathLike, **kwargs
+    ) -> DenseRetriever:
+        """Question encoder from a pair/system/encoder folder plus a saved index, checked to belong together."""
+        path = encoder_dir(model_dir, "question")
+        question_encoder = QuestionEncoder.from_pretrained(path)
+        index = PassageIndex.load(index_dir, question_encoder=question_encoder)
+        return cls(question_encoder, AutoTokenizer.from_pretrained(path), index, **kwargs)
+
+    @torch.inference_mode()
+    def encode_questions(self, questions: Sequence[str]) -> np.ndarray:
+        """Question vectors `(len(questions), dim)` float32."""
+        encoder = self.question_encoder
+        vectors = []
+        with precision_autocast(encoder.device, self.precision):
+            for start in range(0, len(questions), self.batch_size):
+                batch = format_questions(
+                    self.tokenizer, questions[start : start + self.batch_size], max_length=self.max_length
+                )
+                vectors.append(encoder(**batch.to(encoder.device)).pooler_output.float().cpu().numpy())
+        return np.concatenate(vectors) if vectors else np.zeros((0, self.index.embedding_dim), np.float32)
+
+    def search(self, questions: Sequence[str], k: int = 100) -> list[list[dict]]:
+        """Top-k passages per question, best first: `{id, title, text, score}` dicts."""
+        questions = list(questions)
+        return self.index.search(self.encode_questions(questions), k) if questions else []
