@@ -1,0 +1,347 @@
+"""Retriever (bi-encoder) training: DPR's in-batch negative NLL through the shared engine (`dpr_hf.training`).
+
+`train_retriever(RetrieverArguments(...), TrainingArguments(...))` is what `dpr-hf train-retriever` runs. The
+output folder holds `question_encoder/` and `passage_encoder/` (save_pretrained + tokenizer), `training_args.json`
+and `metrics.json` (dev NLL, accuracy and DPR's average rank).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from torch import nn
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from .data.collators import RetrieverCollator, _passage_key
+from .losses import in_batch_nll_loss, similarity_scores
+from .modeling import DPREncoder, PassageEncoder, QuestionEncoder
+from .tokenization import format_passages, format_questions
+from .training import Trainer, TrainingArguments, TrainingTask, resolve_model_path
+
+
+@dataclass
+class RetrieverArguments:
+    """Model, data and loss settings of retriever training (engine settings are in `TrainingArguments`)."""
+
+    model_name_or_path: str = field(
+        default="bert-base-uncased",
+        metadata={
+            "help": "Backbone (Hub id or folder; 'minilm' = the offline all-MiniLM-L6-v2) to build both encoders "
+            "from, or a folder with question_encoder/ and passage_encoder/ to continue training."
+        },
+    )
+    train_file: str = field(
+        default="", metadata={"help": "Training data, any source of load_retriever_data."}
+    )
+    dev_file: str | None = field(default=None, metadata={"help": "Dev data for validation (optional)."})
+    max_train_samples: int = field(default=0, metadata={"help": "Use a seeded random subset (0 = all)."})
+    max_eval_samples: int = field(default=0, metadata={"help": "Use a seeded random dev subset (0 = all)."})
+    pooling: str = field(default="cls", metadata={"help": "'cls' (DPR) or 'mean' (new encoders only)."})
+    projection_dim: int = field(default=0, metadata={"help": "Linear projection size (0 = none; new only)."})
+    question_max_length: int = 64
+    passage_max_length: int = 256
+    num_hard_negatives: int = field(default=1, metadata={"help": "Hard negatives per question (DPR: 1)."})
+    num_other_negatives: int = field(default=0, metadata={"help": "Other (random) negatives per question."})
+    shuffle_positives: bool = field(default=False, metadata={"help": "Sample among positive_ctxs."})
+    similarity: str = field(
+        default="dot", metadata={"help": "'dot' (DPR) or 'cosine' (sets normalize=True)."}
+    )
+    temperature: float = field(default=1.0, metadata={"help": "Scores are divided by it."})
+    gradient_cache_chunk_size: int = field(
+        default=0,
+        metadata={
+            "help": "GradCache: encode in chunks of this many sequences (0 = off); memory ~ chunk size."
+        },
+    )
+    eval_rank_hard_negatives: int = field(
+        default=30,
+        metadata={"help": "Hard negatives per dev question added to the average-rank pool (DPR: 30)."},
+    )
+    eval_rank_other_negatives: int = field(
+        default=30, metadata={"help": "Other negatives per dev question added to the average-rank pool."}
+    )
+
+
+def load_encoders(
+    model_name_or_path: str, pooling: str = "cls", projection_dim: int = 0, normalize: bool = False
+) -> tuple[QuestionEncoder, PassageEncoder, PreTrainedTokenizerBase]:
+    """An encoder pair and its tokenizer: loaded from a pair folder, or built from a backbone (two copies)."""
+    path = resolve_model_path(model_name_or_path)
+    folder = Path(path)
+    if (folder / "question_encoder").is_dir() and (folder / "passage_encoder").is_dir():
+        return (
+            QuestionEncoder.from_pretrained(folder / "question_encoder", dtype=torch.float32),
+            PassageEncoder.from_pretrained(folder / "passage_encoder", dtype=torch.float32),
+            AutoTokenizer.from_pretrained(folder / "question_encoder"),
+        )
+    options = {"pooling": pooling, "projection_dim": projection_dim, "normalize": normalize}
+    return (
+        QuestionEncoder.from_backbone(path, **options),
+        PassageEncoder.from_backbone(path, **options),
+        AutoTokenizer.from_pretrained(path),
+    )
+
+
+def _chunks(features: dict[str, torch.Tensor], size: int) -> list[dict[str, torch.Tensor]]:
+    count = next(iter(features.values())).shape[0]
+    return [{k: v[i : i + size] for k, v in features.items()} for i in range(0, count, size)]
+
+
+def _rng_state() -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+    return torch.get_rng_state(), torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+
+
+@contextlib.contextmanager
+def _replay_rng(state: tuple[torch.Tensor, list[torch.Tensor] | None]) -> Iterator[None]:
+    """Re-run a forward pass with the random state of its first run (same dropout masks)."""
+    cpu, cuda = state
+    with torch.random.fork_rng(devices=range(len(cuda)) if cuda else []):
+        torch.set_rng_state(cpu)
+        if cuda:
+            torch.cuda.set_rng_state_all(cuda)
+        yield
+
+
+class RetrieverTask(TrainingTask):
+    """DPR bi-encoder training: question and passage encoders, in-batch NLL over the global batch.
+
+    `train_dataset` / `eval_dataset` are canonical retriever datasets (see `dpr_hf.data.load_retriever_data`).
+    """
+
+    def __init__(
+        self,
+        args: RetrieverArguments,
+        question_encoder: QuestionEncoder,
+        passage_encoder: PassageEncoder,
+        tokenizer: PreTrainedTokenizerBase,
+        train_dataset,
+        eval_dataset=None,
+        seed: int = 42,
+        eval_batch_size: int = 64,
+        train_batch_size: int = 16,
+    ):
+        self.args = args
+        self.question_encoder = question_encoder
+        self.passage_encoder = passage_encoder
+        self.tokenizer = tokenizer
+        self._train_dataset = train_dataset
+        self.eval_dataset = eval_dataset
+        self.seed = seed
+        self.eval_batch_size = eval_batch_size
+        self.train_batch_size = train_batch_size
+
+    def models(self) -> dict[str, nn.Module]:
+        return {"question_encoder": self.question_encoder, "passage_encoder": self.passage_encoder}
+
+    def train_dataset(self):
+        return self._train_dataset
+
+    def data_collator(self) -> Callable:
+        return RetrieverCollator(
+            self.tokenizer,
+            num_hard_negatives=self.args.num_hard_negatives,
+            num_other_negatives=self.args.num_other_negatives,
+            question_max_length=self.args.question_max_length,
+            passage_max_length=self.args.passage_max_length,
+            shuffle_positives=self.args.shuffle_positives,
+            seed=self.seed,
+        )
+
+    def _loss(
+        self, q_vectors: torch.Tensor, p_vectors: torch.Tensor, positive_idx: torch.Tensor
+    ) -> torch.Tensor:
+        return in_batch_nll_loss(
+            q_vectors, p_vectors, positive_idx, self.args.similarity, self.args.temperature
+        )
+
+    def compute_loss(self, models: dict[str, nn.Module], batch: dict[str, Any]) -> torch.Tensor:
+        q_vectors = models["question_encoder"](**batch["question"]).pooler_output
+        p_vectors = models["passage_encoder"](**batch["passage"]).pooler_output
+        return self._loss(q_vectors, p_vectors, batch["positive_idx"])
+
+    def training_step(self, models: dict[str, nn.Module], batch: dict[str, Any], accelerator: Accelerator):
+        """With `gradient_cache_chunk_size`, GradCache (Gao et al., 2021): encode in chunks without a graph, take
+        the loss and its gradient w.r.t. the embeddings on the full batch, then re-encode chunk by chunk (same
+        dropout) and back-propagate the cached embedding gradients. Same gradients, memory of one chunk."""
+        size = self.args.gradient_cache_chunk_size
+        if size <= 0:
+            return super().training_step(models, batch, accelerator)
+        towers = [
+            (models["question_encoder"], _chunks(batch["question"], size)),
+            (models["passage_encoder"], _chunks(batch["passage"], size)),
+        ]
+        states, vectors = [], []
+        with torch.no_grad():
+            for model, chunks in towers:
+                states.append([])
+                outputs = []
+                for chunk in chunks:
+                    states[-1].append(_rng_state())
+                    outputs.append(model(**chunk).pooler_output)
+                vectors.append(torch.cat(outputs).detach().requires_grad_())
+        loss = self._loss(vectors[0], vectors[1], batch["positive_idx"])
+        accelerator.backward(loss)  # gradients w.r.t. the embeddings only (scaled as the engine needs)
+        for (model, chunks), tower_states, tower_vectors in zip(towers, states, vectors, strict=True):
+            grads = tower_vectors.grad.split(size)
+            for i, (chunk, state, grad) in enumerate(zip(chunks, tower_states, grads, strict=True)):
+                # DDP: synchronise gradients once per tower, on its last chunk
+                sync = contextlib.nullcontext() if i == len(chunks) - 1 else accelerator.no_sync(model)
+                with _replay_rng(state), sync:
+                    model(**chunk).pooler_output.backward(grad)
+        return loss.detach()
+
+    def evaluate(self, models: dict[str, nn.Module], accelerator: Accelerator) -> dict[str, float]:
+        if self.eval_dataset is None or not accelerator.is_main_process:
+            return {}
+        return evaluate_retriever(
+            models["question_encoder"],
+            models["passage_encoder"],
+            self.tokenizer,
+            self.eval_dataset,
+            args=self.args,
+            batch_size=self.train_batch_size,
+            encode_batch_size=self.eval_batch_size,
+        )
+
+    def save(self, models: dict[str, nn.Module], output_dir: Path) -> None:
+        for name, model in models.items():
+            model.save_pretrained(output_dir / name)
+            self.tokenizer.save_pretrained(output_dir / name)
+
+
+def _encode(encode: Callable[[list], dict], model: DPREncoder, items: list, batch_size: int) -> torch.Tensor:
+    """Embeddings of `items` in input order; batches are formed by length (less padding, faster on CPU)."""
+    device = next(model.parameters()).device
+    order = sorted(range(len(items)), key=lambda i: len(str(items[i])))
+    vectors = torch.empty(len(items), model.embedding_dim)
+    for start in range(0, len(order), batch_size):
+        index = order[start : start + batch_size]
+        features = {k: v.to(device) for k, v in encode([items[i] for i in index]).items()}
+        vectors[index] = model(**features).pooler_output.float().cpu()
+    return vectors
+
+
+@torch.no_grad()
+def evaluate_retriever(
+    question_encoder: QuestionEncoder,
+    passage_encoder: PassageEncoder,
+    tokenizer: PreTrainedTokenizerBase,
+    dataset,
+    args: RetrieverArguments | None = None,
+    batch_size: int = 16,
+    encode_batch_size: int = 64,
+) -> dict[str, float]:
+    """DPR's two validations on a canonical retriever dataset.
+
+    - `loss` / `accuracy`: in-batch NLL and top-1 accuracy over groups of `batch_size` questions (each with its
+      positive and the first `num_hard_negatives`/`num_other_negatives` negatives), as in training. Questions are
+      grouped in a fixed shuffled order, since consecutive questions of SQuAD-style files share their paragraph.
+    - `average_rank`: 0-based rank of each positive among all passages of the dev pool (every positive plus
+      `eval_rank_hard_negatives`/`eval_rank_other_negatives` negatives per question), averaged (DPR's
+      `validate_average_rank`). Lower is better.
+    """
+    args = args or RetrieverArguments()
+    examples = [dataset[i] for i in range(len(dataset))]
+    selector = RetrieverCollator(
+        tokenizer, args.num_hard_negatives, args.num_other_negatives, shuffle_negatives=False
+    )
+    pool: list[dict] = []
+    index: dict[tuple[str, ...], int] = {}
+
+    def add(passage: dict) -> int:
+        key = _passage_key(passage)
+        if key not in index:
+            index[key] = len(pool)
+            pool.append(passage)
+        return index[key]
+
+    positives, batch_negatives = [], []
+    for example in examples:
+        positive, negatives = selector.select(example)
+        positives.append(add(positive))
+        batch_negatives.append([add(p) for p in negatives])
+        hard = example.get("hard_negative_ctxs") or []
+        for passage in hard[: args.eval_rank_hard_negatives]:
+            add(passage)
+        for passage in (example.get("negative_ctxs") or [])[: args.eval_rank_other_negatives]:
+            add(passage)
+
+    q_vectors = _encode(
+        lambda qs: format_questions(tokenizer, qs, max_length=args.question_max_length),
+        question_encoder,
+        [e["question"] for e in examples],
+        encode_batch_size,
+    )
+    p_vectors = _encode(
+        lambda ps: format_passages(
+            tokenizer, [p.get("title") or "" for p in ps], [p["text"] for p in ps], args.passage_max_length
+        ),
+        passage_encoder,
+        pool,
+        encode_batch_size,
+    )
+    positives_t = torch.tensor(positives)
+    scores = similarity_scores(q_vectors, p_vectors, args.similarity, args.temperature)
+    positive_scores = scores.gather(1, positives_t[:, None])
+    average_rank = (scores > positive_scores).sum(dim=1).float().mean().item()
+
+    order = list(range(len(examples)))
+    random.Random(0).shuffle(order)
+    total_loss, correct = 0.0, 0
+    for start in range(0, len(order), batch_size):
+        group = order[start : start + batch_size]
+        columns = sorted({positives[i] for i in group} | {n for i in group for n in batch_negatives[i]})
+        column_of = {c: j for j, c in enumerate(columns)}
+        target = torch.tensor([column_of[positives[i]] for i in group])
+        logits = scores[group][:, columns]
+        total_loss += F.cross_entropy(logits, target, reduction="sum").item()
+        correct += (logits.argmax(dim=1) == target).sum().item()
+    return {
+        "loss": total_loss / len(examples),
+        "accuracy": correct / len(examples),
+        "average_rank": average_rank,
+        "num_questions": len(examples),
+        "num_passages": len(pool),
+    }
+
+
+def _subset(dataset, size: int, seed: int):
+    return dataset.shuffle(seed=seed).select(range(size)) if 0 < size < len(dataset) else dataset
+
+
+def train_retriever(args: RetrieverArguments, training_args: TrainingArguments) -> dict[str, Any]:
+    """Train an encoder pair as configured; returns the final metrics (also in OUT/metrics.json)."""
+    from .data import load_retriever_data
+
+    if not args.train_file:
+        raise ValueError("train_file is required")
+    if args.similarity not in ("dot", "cosine"):
+        raise ValueError(f"similarity must be 'dot' or 'cosine', got {args.similarity!r}")
+    train = _subset(load_retriever_data(args.train_file), args.max_train_samples, training_args.seed)
+    dev = load_retriever_data(args.dev_file) if args.dev_file else None
+    if dev is not None:
+        dev = _subset(dev, args.max_eval_samples, training_args.seed)
+    torch.manual_seed(training_args.seed)  # the projection layer's init, if any
+    question_encoder, passage_encoder, tokenizer = load_encoders(
+        args.model_name_or_path, args.pooling, args.projection_dim, normalize=args.similarity == "cosine"
+    )
+    task = RetrieverTask(
+        args,
+        question_encoder,
+        passage_encoder,
+        tokenizer,
+        train,
+        dev,
+        seed=training_args.seed,
+        eval_batch_size=training_args.per_device_eval_batch_size,
+        train_batch_size=training_args.per_device_train_batch_size,
+    )
+    return Trainer(task, training_args).train()

@@ -1,0 +1,106 @@
+"""In-batch NLL: the loss against a hand computation, and the 2-process gather against one process."""
+
+from __future__ import annotations
+
+import datetime
+import math
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from dpr_hf.losses import in_batch_nll_loss, similarity_scores
+
+
+def _nll(scores: list[float], positive: int) -> float:
+    return -scores[positive] + math.log(sum(math.exp(s) for s in scores))
+
+
+def test_dot_product_loss_matches_hand_computation():
+    q = torch.tensor([[1.0, 0.0], [0.0, 1.0]], requires_grad=True)
+    p = torch.tensor([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]], requires_grad=True)
+    loss = in_batch_nll_loss(q, p, torch.tensor([0, 1]))
+    # q0 . p = [1, 0, 1]; q1 . p = [0, 2, 1]
+    expected = (_nll([1, 0, 1], 0) + _nll([0, 2, 1], 1)) / 2
+    assert loss.item() == pytest.approx(expected, abs=1e-6)
+    # d loss / d q_i = (softmax_i . p - p_pos(i)) / n
+    loss.backward()
+    for i, (row, pos) in enumerate((([1.0, 0.0, 1.0], 0), ([0.0, 2.0, 1.0], 1))):
+        weights = torch.softmax(torch.tensor(row), 0)
+        grad = (weights[:, None] * p.detach()).sum(0) - p.detach()[pos]
+        torch.testing.assert_close(q.grad[i], grad / 2)
+
+
+def test_cosine_temperature_loss_matches_hand_computation():
+    q = torch.tensor([[3.0, 0.0]])
+    p = torch.tensor([[2.0, 0.0], [1.0, 1.0], [0.0, -5.0]])
+    loss = in_batch_nll_loss(q, p, torch.tensor([1]), similarity="cosine", temperature=0.5)
+    cosines = [1.0, 1 / math.sqrt(2), 0.0]
+    assert loss.item() == pytest.approx(_nll([c / 0.5 for c in cosines], 1), abs=1e-6)
+
+
+def test_rejects_unknown_similarity_and_mismatched_positives():
+    with pytest.raises(ValueError, match="similarity"):
+        similarity_scores(torch.ones(1, 2), torch.ones(1, 2), similarity="l2")
+    with pytest.raises(ValueError, match="positive"):
+        in_batch_nll_loss(torch.ones(2, 2), torch.ones(3, 2), torch.tensor([0]))
+
+
+# The global batch: 5 questions over 11 passages, split unevenly between two processes.
+SPLITS = [(slice(0, 3), slice(0, 7)), (slice(3, 5), slice(7, 11))]
+POSITIVES = [torch.tensor([0, 2, 5]), torch.tensor([1, 0])]  # local indices
+
+
+def _global_batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    q = torch.randn(5, 8, generator=generator)
+    p = torch.randn(11, 8, generator=generator)
+    positives = torch.cat([POSITIVES[0], POSITIVES[1] + 7])
+    return q, p, positives
+
+
+def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world_size, timeout=datetime.timedelta(seconds=120))
+    try:
+        q, p, _ = _global_batch()
+        q_slice, p_slice = SPLITS[rank]
+        q_local = q[q_slice].clone().requires_grad_()
+        p_local = p[p_slice].clone().requires_grad_()
+        loss = in_batch_nll_loss(q_local, p_local, POSITIVES[rank], similarity="cosine", temperature=0.1)
+        loss.backward()
+        torch.save(
+            {"loss": loss.detach(), "q_grad": q_local.grad, "p_grad": p_local.grad}, f"{out_dir}/{rank}.pt"
+        )
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_processes_give_the_single_process_loss_and_gradient(tmp_path):
+    # rank 1 in a fresh process, rank 0 here (one interpreter start instead of two)
+    args = (2, _free_port(), str(tmp_path))
+    child = mp.get_context("spawn").Process(target=_worker, args=(1, *args))
+    child.start()
+    _worker(0, *args)
+    child.join(timeout=120)
+    assert child.exitcode == 0
+    q, p, positives = _global_batch()
+    q.requires_grad_()
+    p.requires_grad_()
+    loss = in_batch_nll_loss(q, p, positives, similarity="cosine", temperature=0.1)
+    loss.backward()
+    for rank, (q_slice, p_slice) in enumerate(SPLITS):
+        result = torch.load(tmp_path / f"{rank}.pt")
+        torch.testing.assert_close(result["loss"], loss.detach())
+        # each process back-propagates into its own slice; DDP then averages over the 2 processes
+        torch.testing.assert_close(result["q_grad"] / 2, q.grad[q_slice])
+        torch.testing.assert_close(result["p_grad"] / 2, p.grad[p_slice])
