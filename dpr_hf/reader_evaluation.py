@@ -1,0 +1,160 @@
+"""End-to-end reader evaluation: exact match and F1 of the predicted answer when reading the top-n passages.
+
+As in DPR, the prediction at threshold n is the best span of the passage with the highest relevance logit among
+the first n retrieved passages; EM/F1 use SQuAD's normalisation (`dpr_hf.evaluation`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from .errors import MismatchError
+from .evaluation import exact_match_score, f1_score
+from .modeling import ExtractiveReader
+from .reading import READER_MAX_LENGTH, score_passages
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TOP_N = (1, 5, 20, 50)
+
+
+def evaluate_reader(
+    reader: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    examples: Sequence[dict],
+    top_n: Sequence[int] = DEFAULT_TOP_N,
+    max_answer_length: int = 10,
+    max_length: int = READER_MAX_LENGTH,
+    batch_size: int = 32,
+    questions_per_step: int = 16,
+    show_progress: bool = True,
+) -> tuple[dict, list[dict]]:
+    """EM/F1 (percent) at each top-n threshold over rows `{question, answers, ctxs}` (a reader `Dataset` works).
+
+    Returns `({"em": {"n": ...}, "f1": {"n": ...}, "num_questions": N}, predictions)`; each prediction row holds
+    the question, its answers and, per threshold, the predicted answer with its passage.
+    """
+    top_n = sorted({int(n) for n in top_n})
+    if not top_n or top_n[0] < 1:
+        raise ValueError(f"top-n thresholds must be positive integers, got {top_n}")
+    em = {n: 0.0 for n in top_n}
+    f1 = {n: 0.0 for n in top_n}
+    predictions = []
+    with tqdm(total=len(examples), desc="Reading", unit="question", disable=not show_progress) as progress:
+        for begin in range(0, len(examples), questions_per_step):
+            rows = [examples[i] for i in range(begin, min(begin + questions_per_step, len(examples)))]
+            passages = [list(row["ctxs"])[: top_n[-1]] for row in rows]
+            readings = score_passages(
+                reader,
+                tokenizer,
+                [row["question"] for row in rows],
+                passages,
+                max_answer_length=max_answer_length,
+                num_spans=1,
+                max_length=max_length,
+                batch_size=batch_size,
+            )
+            for row, row_passages, row_readings in zip(rows, passages, readings, strict=True):
+                by_n = {}
+                for n in top_n:
+                    candidates = [p for p in range(min(n, len(row_passages))) if row_readings[p].spans]
+                    if candidates:
+                        best = max(candidates, key=lambda p: row_readings[p].relevance)
+                        passage = row_passages[best]
+                        prediction = {
+                            **row_readings[best].spans[0],
+                            "relevance": row_readings[best].relevance,
+                            "passage": {"id": passage["id"], "title": passage["title"], "rank": best + 1},
+                        }
+                    else:
+                        prediction = {
+                            "answer": "",
+                            "score": None,
+                            "start": None,
+                            "end": None,
+                            "relevance": None,
+                        }
+                    em[n] += exact_match_score(prediction["answer"], row["answers"])
+                    f1[n] += f1_score(prediction["answer"], row["answers"])
+                    by_n[str(n)] = prediction
+                predictions.append(
+                    {
+                        "id": row.get("id", ""),
+                        "question": row["question"],
+                        "answers": list(row["answers"]),
+                        "predictions": by_n,
+                    }
+                )
+            progress.update(len(rows))
+    count = len(predictions)
+    metrics = {
+        "em": {str(n): 100.0 * em[n] / max(count, 1) for n in top_n},
+        "f1": {str(n): 100.0 * f1[n] / max(count, 1) for n in top_n},
+        "num_questions": count,
+    }
+    return metrics, predictions
+
+
+def load_reader(path: str | os.PathLike) -> tuple[ExtractiveReader, PreTrainedTokenizerBase]:
+    """A reader and its tokenizer from a reader folder or a system folder (which holds `reader/`)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: no such model folder")
+    folder = path / "reader" if (path / "reader" / "config.json").is_file() else path
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{path}: neither a reader folder nor a system folder with reader/ (no config.json)"
+        )
+    model = AutoModel.from_pretrained(folder, dtype=torch.float32)
+    if not isinstance(model, ExtractiveReader):
+        raise MismatchError(f"{folder} holds a {type(model).__name__}, not an ExtractiveReader")
+    return model, AutoTokenizer.from_pretrained(folder)
+
+
+def write_json(data: object, path: Path) -> None:
+    """Write JSON atomically: a reader of `path` never sees half a file."""
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    temporary.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def evaluate_reader_on_results(
+    model: str | os.PathLike,
+    retrieval_results: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    top_n: Sequence[int] = DEFAULT_TOP_N,
+    max_answer_length: int = 10,
+    max_length: int = READER_MAX_LENGTH,
+    batch_size: int = 32,
+) -> dict:
+    """`dpr-hf evaluate-reader`: read a retrieval-results JSON, write `metrics.json` and `predictions.json`."""
+    from .data.reader import load_reader_data
+
+    reader, tokenizer = load_reader(model)
+    reader.to("cuda" if torch.cuda.is_available() else "cpu")
+    examples = load_reader_data(retrieval_results)
+    metrics, predictions = evaluate_reader(
+        reader,
+        tokenizer,
+        examples,
+        top_n=top_n,
+        max_answer_length=max_answer_length,
+        max_length=max_length,
+        batch_size=batch_size,
+    )
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    write_json(predictions, output_dir / "predictions.json")
+    write_json(metrics, output_dir / "metrics.json")
+    logger.info(
+        "reader EM %s, F1 %s over %d questions", metrics["em"], metrics["f1"], metrics["num_questions"]
+    )
+    return metrics

@@ -1,0 +1,238 @@
+"""Reader inputs and span decoding.
+
+Every pair is `[CLS] question [SEP] title [SEP] passage [SEP]` (token types all zero, as in the original DPR reader).
+Answers may only lie in the passage text: which tokens those are comes from the fast tokenizer's sequence ids and
+character offsets, never from "whatever follows the first [SEP]" (transformers' `decode_best_spans` lets the title
+win that way). The answer string is sliced from the original passage by character offsets, so it keeps its case,
+accents and spacing instead of showing wordpieces.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from transformers import BatchEncoding, PreTrainedModel, PreTrainedTokenizerBase
+
+READER_MAX_LENGTH = 350
+
+
+def encode_reader_inputs(
+    tokenizer: PreTrainedTokenizerBase,
+    questions: Sequence[str],
+    titles: Sequence[str | None],
+    texts: Sequence[str],
+    max_length: int = READER_MAX_LENGTH,
+) -> BatchEncoding:
+    """Tokenise (question, passage) pairs for `ExtractiveReader`, without padding (lists, one row per pair).
+
+    Besides `input_ids` and `attention_mask`, each row has `span_mask` (1 on passage-text tokens, the only
+    tokens an answer may start or end on) and `text_offsets` (character offsets of each token in the passage
+    text; (0, 0) elsewhere). Only the passage is truncated to `max_length`. `word_ids(i)` stays available.
+    """
+    if not tokenizer.is_fast:
+        raise ValueError(
+            "the reader needs a fast tokenizer (offset mappings locate answers in the passage text)"
+        )
+    if not len(questions) == len(titles) == len(texts):
+        raise ValueError(
+            f"got {len(questions)} questions, {len(titles)} titles and {len(texts)} passage texts"
+        )
+    # The second segment is "title [SEP] text": the tokenizer's own pair template adds [CLS]/[SEP] around it, and
+    # the text starts at a known character position, which tells title tokens from text tokens.
+    separator = f" {tokenizer.sep_token} "
+    titles = [title or "" for title in titles]
+    seconds = [f"{title}{separator}{text}" for title, text in zip(titles, texts, strict=True)]
+    encoded = tokenizer(
+        list(questions),
+        seconds,
+        max_length=max_length,
+        truncation="only_second",
+        return_offsets_mapping=True,
+        return_token_type_ids=False,
+    )
+    span_masks, text_offsets = [], []
+    for row, (title, offsets) in enumerate(zip(titles, encoded["offset_mapping"], strict=True)):
+        text_start = len(title) + len(separator)
+        sequence_ids = encoded.sequence_ids(row)
+        mask, row_offsets = [], []
+        for sequence_id, (start, end) in zip(sequence_ids, offsets, strict=True):
+            in_text = sequence_id == 1 and start >= text_start and end > start
+            mask.append(int(in_text))
+            row_offsets.append((start - text_start, end - text_start) if in_text else (0, 0))
+        span_masks.append(mask)
+        text_offsets.append(row_offsets)
+    del encoded["offset_mapping"]
+    encoded["span_mask"] = span_masks
+    encoded["text_offsets"] = text_offsets
+    return encoded
+
+
+def best_spans(
+    start_logits: torch.Tensor,
+    end_logits: torch.Tensor,
+    span_mask: torch.Tensor,
+    max_answer_length: int = 10,
+    num_spans: int = 1,
+    word_ids: Sequence[int | None] | None = None,
+) -> list[tuple[int, int, float]]:
+    """The `num_spans` best non-overlapping spans `(start, end, score)` (inclusive token indices), best first.
+
+    score = start logit + end logit; both ends must be `span_mask` tokens and the span at most
+    `max_answer_length` tokens. With `word_ids`, spans grow to whole words (as DPR does for wordpieces) before the
+    overlap check, so "##ly" alone is never an answer.
+    """
+    start_logits, end_logits = start_logits.float(), end_logits.float()
+    allowed = span_mask.bool()
+    length = start_logits.shape[0]
+    positions = torch.arange(length)
+    width = positions[None, :] - positions[:, None]
+    valid = allowed[:, None] & allowed[None, :] & (width >= 0) & (width < max_answer_length)
+    scores = start_logits[:, None] + end_logits[None, :]
+    candidates = valid.nonzero()
+    order = scores[valid].argsort(descending=True)
+    chosen: list[tuple[int, int, float]] = []
+    for index in order.tolist():
+        start, end = candidates[index].tolist()
+        if word_ids is not None:
+            while start > 0 and allowed[start - 1] and word_ids[start - 1] == word_ids[start]:
+                start -= 1
+            while end + 1 < length and allowed[end + 1] and word_ids[end + 1] == word_ids[end]:
+                end += 1
+        if any(start <= other_end and other_start <= end for other_start, other_end, _ in chosen):
+            continue
+        chosen.append((start, end, float(scores[candidates[index][0], candidates[index][1]])))
+        if len(chosen) == num_spans:
+            break
+    return chosen
+
+
+@dataclass
+class PassageReading:
+    """What the reader makes of one (question, passage) pair: its relevance logit and its best spans."""
+
+    relevance: float
+    spans: list[dict] = field(default_factory=list)
+
+
+def _passage_dict(passage: dict) -> dict:
+    return {
+        "id": passage.get("id"),
+        "title": passage.get("title") or "",
+        "text": passage["text"],
+        "score": passage.get("score"),
+    }
+
+
+@torch.inference_mode()
+def score_passages(
+    reader: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    questions: Sequence[str],
+    passages: Sequence[Sequence[dict]],
+    max_answer_length: int = 10,
+    num_spans: int = 1,
+    max_length: int = READER_MAX_LENGTH,
+    batch_size: int = 32,
+) -> list[list[PassageReading]]:
+    """Run the reader over every (question, passage) pair; results keep the input passage order.
+
+    Each span dict is `{"answer", "score", "start", "end"}` with character offsets into the passage text.
+    Pairs are batched by length to spend little compute on padding.
+    """
+    if len(questions) != len(passages):
+        raise ValueError(f"got {len(questions)} questions but passage lists for {len(passages)}")
+    pairs = [(q, p) for q, question_passages in enumerate(passages) for p in range(len(question_passages))]
+    encoded = encode_reader_inputs(
+        tokenizer,
+        [questions[q] for q, _ in pairs],
+        [passages[q][p].get("title") for q, p in pairs],
+        [passages[q][p]["text"] for q, p in pairs],
+        max_length=max_length,
+    )
+    readings: list[list[PassageReading | None]] = [[None] * len(p) for p in passages]
+    order = sorted(range(len(pairs)), key=lambda i: len(encoded["input_ids"][i]))
+    was_training = reader.training
+    reader.eval()
+    for begin in range(0, len(order), batch_size):
+        rows = order[begin : begin + batch_size]
+        batch = tokenizer.pad(
+            {key: [encoded[key][i] for i in rows] for key in ("input_ids", "attention_mask")},
+            return_tensors="pt",
+        )
+        outputs = reader(
+            input_ids=batch["input_ids"].to(reader.device),
+            attention_mask=batch["attention_mask"].to(reader.device),
+        )
+        for j, row in enumerate(rows):
+            q, p = pairs[row]
+            n_tokens = len(encoded["input_ids"][row])
+            spans = best_spans(
+                outputs.start_logits[j, :n_tokens].cpu(),
+                outputs.end_logits[j, :n_tokens].cpu(),
+                torch.tensor(encoded["span_mask"][row]),
+                max_answer_length=max_answer_length,
+                num_spans=num_spans,
+                word_ids=encoded.word_ids(row),
+            )
+            text, offsets = passages[q][p]["text"], encoded["text_offsets"][row]
+            readings[q][p] = PassageReading(
+                relevance=float(outputs.relevance_logits[j]),
+                spans=[
+                    {
+                        "answer": text[offsets[start][0] : offsets[end][1]],
+                        "score": score,
+                        "start": offsets[start][0],
+                        "end": offsets[end][1],
+                    }
+                    for start, end, score in spans
+                ],
+            )
+    reader.train(was_training)
+    return readings
+
+
+def rank_answers(readings: Sequence[PassageReading], passages: Sequence[dict], top_k: int = 1) -> list[dict]:
+    """Answers of one question: passages by relevance (best first), each passage's spans by score."""
+    ranked = sorted(range(len(readings)), key=lambda p: readings[p].relevance, reverse=True)
+    answers = [
+        {**span, "relevance": readings[p].relevance, "passage": _passage_dict(passages[p])}
+        for p in ranked
+        for span in readings[p].spans
+    ]
+    return answers[:top_k]
+
+
+def read(
+    reader: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    questions: Sequence[str],
+    passages: Sequence[Sequence[dict]],
+    max_answer_length: int = 10,
+    top_k: int = 1,
+    num_spans: int = 1,
+    max_length: int = READER_MAX_LENGTH,
+    batch_size: int = 32,
+) -> list[list[dict]]:
+    """Extract answers for each question from its passages (dicts with `text`, and `id`/`title`/`score`).
+
+    Passages are ranked by the reader's relevance logit; each contributes its `num_spans` best non-overlapping
+    spans. Returns, per question, up to `top_k` dicts `{"answer", "score", "start", "end", "relevance",
+    "passage": {"id", "title", "text", "score"}}`, best first; `start`/`end` are character offsets in the
+    passage text.
+    """
+    readings = score_passages(
+        reader,
+        tokenizer,
+        questions,
+        passages,
+        max_answer_length=max_answer_length,
+        num_spans=num_spans,
+        max_length=max_length,
+        batch_size=batch_size,
+    )
+    return [
+        rank_answers(question_readings, question_passages, top_k=top_k)
+        for question_readings, question_passages in zip(readings, passages, strict=True)
+    ]
