@@ -25,7 +25,7 @@ from datasets.exceptions import DatasetGenerationError
 from ..errors import DPRDataError
 
 # Bump when the parsing rules change, so datasets' on-disk cache of an earlier parse is not reused.
-PARSER_VERSION = "1"
+PARSER_VERSION = "2"
 
 logger = logging.getLogger(__name__)
 
@@ -145,15 +145,28 @@ def build_dataset(
     report: list[str] = []
     if "report" in inspect.signature(generator).parameters:
         gen_kwargs["report"] = report
+    produced = 0
+
+    def counted(**kwargs: Any) -> Iterator[dict]:
+        nonlocal produced
+        for example in generator(**kwargs):
+            produced += 1
+            yield example
+
     try:
         dataset = datasets.Dataset.from_generator(
-            generator, features=features, gen_kwargs=gen_kwargs, fingerprint=fingerprint
+            counted, features=features, gen_kwargs=gen_kwargs, fingerprint=fingerprint
         )
     except DatasetGenerationError as error:
         cause = error.__cause__
         if isinstance(cause, (DPRDataError, FileNotFoundError)):
             raise cause from None
         raise
+    except ValueError:
+        if produced:
+            raise
+        # datasets cannot build a split from zero examples ("corresponds to no data"): an empty file is empty data
+        dataset = datasets.Dataset.from_dict({column: [] for column in features}, features=features)
     if dataset.cache_files:
         sidecar = Path(dataset.cache_files[0]["filename"]).parent / "dpr_hf_warnings.json"
         if report:

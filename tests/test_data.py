@@ -1,0 +1,350 @@
+"""Data loaders on the real shared files (DPR's NQ sample, SQuAD, NQ documents) and on hand-made bad input."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import uuid
+
+import datasets
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dpr_hf.data import (
+    RETRIEVER_FEATURES,
+    load_passages,
+    load_questions,
+    load_retriever_data,
+    passage_id,
+    save_retriever_json,
+    split_documents,
+)
+from dpr_hf.errors import DPRDataError
+
+
+def _squad_counts(path):
+    """Answerable / unanswerable question counts read straight from the file, independently of the loader."""
+    document = json.load(gzip.open(path, "rt", encoding="utf-8"))
+    qas = [qa for article in document["data"] for p in article["paragraphs"] for qa in p["qas"]]
+    answerable = sum(1 for qa in qas if qa["answers"] and not qa.get("is_impossible"))
+    return answerable, len(qas) - answerable
+
+
+# ----------------------------------------------------------------------------------------------- real files
+def test_dpr_retriever_json_sample(nq_dir):
+    raw = json.loads((nq_dir / "biencoder-nq-dev-sample.json").read_text())
+    data = load_retriever_data(nq_dir / "biencoder-nq-dev-sample.json")
+    assert data.features == RETRIEVER_FEATURES
+    assert len(data) == len(raw) == 5
+    for record, example in zip(raw, data, strict=True):
+        assert example["question"] == record["question"] and example["answers"] == record["answers"]
+        for field in ("positive_ctxs", "negative_ctxs", "hard_negative_ctxs"):
+            assert [c["id"] for c in example[field]] == [str(c["passage_id"]) for c in record[field]]
+            assert [c["text"] for c in example[field]] == [c["text"] for c in record[field]]
+            assert [c["title"] for c in example[field]] == [c["title"] for c in record[field]]
+    assert data[0]["positive_ctxs"][0]["id"] == "11828866"
+    assert {len(example["negative_ctxs"]) for example in data} == {50}
+
+
+def test_retriever_json_round_trip_is_dpr_format(nq_dir, tmp_path):
+    data = load_retriever_data(nq_dir / "biencoder-nq-dev-sample.json")
+    for name in ("out.json", "out.jsonl", "out.json.gz"):
+        path = save_retriever_json(data, tmp_path / name)
+        assert load_retriever_data(path).to_list() == data.to_list()
+    written = json.loads((tmp_path / "out.json").read_text())
+    ctx = written[0]["positive_ctxs"][0]
+    assert set(ctx) == {"passage_id", "title", "text"} and ctx["passage_id"] == "11828866"
+    assert not list(tmp_path.glob(".*tmp*")), "temporary files must not be left behind"
+
+
+def test_squad_v1_retriever_data(squad_dir):
+    path = squad_dir / "squad1.1-dev-a.json.gz"
+    answerable, unanswerable = _squad_counts(path)
+    data = load_retriever_data(path)
+    assert unanswerable == 0 and len(data) == answerable == 5665
+    first = data[0]
+    assert first["positive_ctxs"][0]["id"] == "1973_oil_crisis-0"
+    assert first["positive_ctxs"][0]["title"] == "1973 oil crisis"
+    assert first["negative_ctxs"] == [] and first["hard_negative_ctxs"] == []
+    for example in data.select(range(0, len(data), 97)):
+        assert any(answer in example["positive_ctxs"][0]["text"] for answer in example["answers"])
+
+
+def test_squad_v2_skips_and_counts_unanswerable(squad_dir, caplog):
+    path = squad_dir / "squad2.0-dev-a.json.gz"
+    answerable, unanswerable = _squad_counts(path)
+    assert unanswerable > 0
+    for _ in range(2):  # the second load comes from datasets' cache and must warn all the same
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="dpr_hf"):
+            data = load_retriever_data(path)
+        assert len(data) == answerable
+        assert f"skipped {unanswerable} unanswerable" in caplog.text
+    questions = load_questions(path)
+    assert len(questions) == answerable
+
+
+def test_squad_passages_and_questions_agree(squad_dir):
+    path = squad_dir / "squad1.1-dev-a.json.gz"
+    passages = load_passages(path)
+    questions = load_questions(path)
+    assert len(passages) == 1065 and len(set(passages["id"])) == 1065
+    assert not any("_" in title for title in passages["title"])
+    assert set(questions["gold_passage_id"]) <= set(passages["id"])
+    assert len(questions) == 5665 and questions[0]["id"] == "5725b33f6a3fe71400b8952d"
+
+
+def test_dpr_sample_as_corpus_and_questions(nq_dir):
+    passages = load_passages(nq_dir / "biencoder-nq-dev-sample.json")
+    assert len(passages) == 751 == len(set(passages["id"]))
+    questions = load_questions(nq_dir / "biencoder-nq-dev-sample.json")
+    assert questions[0]["gold_passage_id"] == "11828866" and questions[0]["answers"] == ["Linda Davis"]
+
+
+def test_split_nq_documents_into_100_word_passages(nq_dir):
+    documents = load_passages(nq_dir / "nq-dev-subset-v2.json.gz")
+    assert len(documents) == 50
+    passages = split_documents(documents, words=100)
+    by_document: dict[str, list[dict]] = {}
+    for passage in passages:
+        assert len(passage["text"].split()) <= 100
+        by_document.setdefault(passage["id"].rsplit("-", 1)[0], []).append(passage)
+    for document in documents:
+        parts = by_document[document["id"]]
+        assert [p["id"] for p in parts] == [f"{document['id']}-{i}" for i in range(len(parts))]
+        assert {p["title"] for p in parts} == {document["title"]}
+        assert " ".join(p["text"] for p in parts).split() == document["text"].split()
+        assert all(len(p["text"].split()) == 100 for p in parts[:-1])
+    assert len(passages) == sum(-(-len(d.split()) // 100) for d in documents["text"])
+
+
+# ------------------------------------------------------------------------------------------ other formats
+def test_dpr_passage_tsv(tmp_path):
+    content = (
+        'id\ttext\ttitle\n1\t"Aaron ( or ; ""Ahärôn"") is a prophet\twith a tab"\tAaron\n2\tplain text\t\n'
+    )
+    (tmp_path / "psgs.tsv").write_text(content, encoding="utf-8")
+    with gzip.open(tmp_path / "psgs.tsv.gz", "wt", encoding="utf-8") as handle:
+        handle.write(content)
+    for name in ("psgs.tsv", "psgs.tsv.gz"):
+        passages = load_passages(tmp_path / name)
+        assert passages.to_list() == [
+            {"id": "1", "title": "Aaron", "text": 'Aaron ( or ; "Ahärôn") is a prophet\twith a tab'},
+            {"id": "2", "title": "", "text": "plain text"},
+        ]
+
+
+def test_passage_jsonl_gets_stable_ids(tmp_path):
+    path = tmp_path / "corpus.jsonl"
+    path.write_text('{"title": "T", "text": "body one"}\n\n{"id": 7, "text": "body two"}\n')
+    passages = load_passages(path)
+    assert passages[0]["id"] == passage_id("T", "body one") == passage_id("T", "body one")
+    assert passages[0]["id"] != passage_id("T", "body two")
+    assert passages[1] == {"id": "7", "title": "", "text": "body two"}
+
+
+def test_qas_tsv_and_csv(tmp_path):
+    (tmp_path / "qas.tsv").write_text(
+        'who wrote hamlet\t[\'William Shakespeare\', "Shakespeare"]\nwhen\t["1603"]\n', encoding="utf-8"
+    )
+    questions = load_questions(tmp_path / "qas.tsv")
+    assert questions["answers"] == [["William Shakespeare", "Shakespeare"], ["1603"]]
+    assert questions["id"] == ["1", "2"] and questions["gold_passage_id"] == ["", ""]
+    (tmp_path / "qas.csv").write_text('question,answers\n"a, b?","[""x""]"\n', encoding="utf-8")
+    assert load_questions(tmp_path / "qas.csv").to_list() == [
+        {"id": "2", "question": "a, b?", "answers": ["x"], "gold_passage_id": ""}
+    ]
+
+
+def test_qas_answers_are_never_evaluated(tmp_path):
+    marker = tmp_path / "evaluated"
+    path = tmp_path / "qas.tsv"
+    path.write_text(f"q\t__import__('pathlib').Path({str(marker)!r}).touch()\n", encoding="utf-8")
+    with pytest.raises(DPRDataError) as error:
+        load_questions(path)
+    assert error.value.record == 1 and error.value.field == "answers"
+    assert not marker.exists()
+
+
+def test_question_jsonl(tmp_path):
+    path = tmp_path / "questions.jsonl"
+    path.write_text(
+        '{"question": "q one", "answers": ["a"]}\n{"id": "x", "question": "q two", "gold_passage_id": 5}\n'
+    )
+    assert load_questions(path).to_list() == [
+        {"id": "1", "question": "q one", "answers": ["a"], "gold_passage_id": ""},
+        {"id": "x", "question": "q two", "answers": [], "gold_passage_id": "5"},
+    ]
+
+
+def test_datasets_sources(tmp_path, caplog):
+    rows = [
+        {
+            "question": "q1",
+            "answers": ["a"],
+            "extra": 1,
+            "positive_ctxs": [{"passage_id": "9", "text": "a b"}],
+        },
+        {"question": "q2", "answers": ["b"], "extra": 2, "positive_ctxs": []},
+    ]
+    dataset = datasets.Dataset.from_list(rows)
+    with caplog.at_level(logging.WARNING, logger="dpr_hf"):
+        data = load_retriever_data(dataset)
+    assert "skipped 1 records without a positive" in caplog.text
+    assert data.features == RETRIEVER_FEATURES
+    assert data.to_list() == [
+        {
+            "question": "q1",
+            "answers": ["a"],
+            "positive_ctxs": [{"id": "9", "title": "", "text": "a b"}],
+            "negative_ctxs": [],
+            "hard_negative_ctxs": [],
+        }
+    ]
+    datasets.DatasetDict({"train": dataset, "dev": dataset.select([0])}).save_to_disk(str(tmp_path / "dd"))
+    assert len(load_retriever_data(tmp_path / "dd", split="dev")) == 1
+    with pytest.raises(DPRDataError, match="split"):
+        load_retriever_data(tmp_path / "dd")
+    with pytest.raises(DPRDataError) as error:
+        load_retriever_data(datasets.Dataset.from_list([{"question": "q"}]))
+    assert error.value.field == "positive_ctxs"
+    with pytest.raises(DPRDataError) as error:
+        load_retriever_data(datasets.Dataset.from_list([{"question": " ", "positive_ctxs": [{"text": "t"}]}]))
+    assert (error.value.record, error.value.field) == (1, "question")
+    passages = load_passages(datasets.Dataset.from_list([{"text": "t", "title": None}]))
+    assert passages[0] == {"id": passage_id("", "t"), "title": "", "text": "t"}
+
+
+# --------------------------------------------------------------------------------------------- bad input
+GOOD = {"question": "q", "answers": ["a"], "positive_ctxs": [{"title": "t", "text": "a"}]}
+
+
+def _with(**changes):
+    record = json.loads(json.dumps(GOOD))
+    record.update(changes)
+    return record
+
+
+@pytest.mark.parametrize(
+    ("records", "record", "field"),
+    [
+        ([GOOD, _with(question=3)], 2, "question"),
+        ([_with(question="  ")], 1, "question"),
+        ([{"answers": ["a"], "positive_ctxs": GOOD["positive_ctxs"]}], 1, "question"),
+        ([_with(answers="a")], 1, "answers"),
+        ([_with(answers=["a", 1])], 1, "answers[1]"),
+        ([{"question": "q", "answers": []}], 1, "positive_ctxs"),
+        ([_with(positive_ctxs={"text": "a"})], 1, "positive_ctxs"),
+        ([_with(positive_ctxs=[{"title": "t"}])], 1, "positive_ctxs[0].text"),
+        ([_with(hard_negative_ctxs=[{"text": "x"}, {"text": ["x"]}])], 1, "hard_negative_ctxs[1].text"),
+        ([_with(positive_ctxs=[{"text": "a", "passage_id": 1.5}])], 1, "positive_ctxs[0].passage_id"),
+        ([GOOD, "not an object"], 2, None),
+    ],
+)
+@pytest.mark.parametrize("suffix", [".json", ".jsonl"])
+def test_malformed_records_name_file_record_and_field(tmp_path, records, record, field, suffix):
+    path = tmp_path / f"bad{suffix}"
+    if suffix == ".json":
+        path.write_text(json.dumps(records))
+    else:
+        path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    with pytest.raises(DPRDataError) as error:
+        load_retriever_data(path)
+    assert (error.value.record, error.value.field) == (record, field)
+    assert str(path) in str(error.value) and f"record {record}" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "loader", "message"),
+    [
+        (
+            "truncated.json",
+            b'[{"question": "q", "answers": ["a"], "positive_ctxs": [{"te',
+            load_retriever_data,
+            "JSON",
+        ),
+        (
+            "truncated.jsonl",
+            json.dumps(GOOD).encode() + b'\n{"question": "q2", "answ',
+            load_retriever_data,
+            "JSON",
+        ),
+        ("latin1.json", '[{"question": "caf\xe9"}]'.encode("latin-1"), load_retriever_data, "UTF-8"),
+        ("latin1.tsv", "id\ttext\ttitle\n1\tcaf\xe9\tt\n".encode("latin-1"), load_passages, "UTF-8"),
+        ("object.json", b'{"question": "q"}', load_retriever_data, "SQuAD"),
+        ("squad.json", b'{"data": [{"title": "t", "paragraphs": [{"qas": []}]}]}', load_passages, "context"),
+        ("noheader.tsv", b"1\tsome text\ttitle\n", load_passages, "header"),
+        ("ragged.tsv", b"id\ttext\ttitle\n1\ttext\n", load_passages, "fields"),
+        ("qas.tsv", b"question only\n", load_questions, "answers"),
+        ("qas2.tsv", b"q\t['a'\n", load_questions, "answers"),
+        ("qas3.tsv", b"q\t[1, 2]\n", load_questions, "answers"),
+        ("data.txt", b"whatever", load_passages, "format"),
+    ],
+)
+def test_malformed_files_raise_dpr_data_error(tmp_path, name, content, loader, message):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(DPRDataError, match=message) as error:
+        loader(path)
+    assert str(path) in str(error.value)
+
+
+def test_truncated_gzip(squad_dir, tmp_path):
+    path = tmp_path / "cut.json.gz"
+    path.write_bytes((squad_dir / "squad1.1-dev-a.json.gz").read_bytes()[:5000])
+    with pytest.raises(DPRDataError, match="gzip"):
+        load_retriever_data(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        load_retriever_data(tmp_path / "nope.json")
+    with pytest.raises(FileNotFoundError):
+        load_passages(tmp_path / "nope.tsv")
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3)
+    ),
+    max_leaves=8,
+)
+FIELDS = st.sampled_from(["question", "answers", "positive_ctxs", "negative_ctxs", "hard_negative_ctxs"])
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(field=FIELDS, value=JSON_VALUES, jsonl=st.booleans())
+def test_any_field_value_loads_or_raises_our_error(tmp_path, field, value, jsonl):
+    """Whatever a field holds, the loader returns canonical data or raises DPRDataError naming that field."""
+    record = _with(**{field: value})
+    path = tmp_path / f"{uuid.uuid4().hex}.{'jsonl' if jsonl else 'json'}"
+    path.write_text(json.dumps(record) + "\n" if jsonl else json.dumps([record]))
+    try:
+        data = load_retriever_data(path)
+    except DPRDataError as error:
+        assert error.record == 1 and error.field.startswith(field)
+        return
+    assert data.features == RETRIEVER_FEATURES and len(data) <= 1
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(content=st.binary(max_size=60), suffix=st.sampled_from([".json", ".jsonl", ".tsv", ".json.gz"]))
+def test_arbitrary_bytes_never_escape_as_other_errors(tmp_path, content, suffix):
+    path = tmp_path / f"{uuid.uuid4().hex}{suffix}"
+    path.write_bytes(content)
+    loader = load_passages if suffix == ".tsv" else load_retriever_data
+    try:
+        loader(path)
+    except DPRDataError as error:
+        assert str(path) in str(error)
+
+
+def test_empty_files_are_empty_datasets(tmp_path):
+    (tmp_path / "empty.jsonl").write_text("\n")
+    (tmp_path / "none.json").write_text("[]")
+    for name in ("empty.jsonl", "none.json"):
+        data = load_retriever_data(tmp_path / name)
+        assert len(data) == 0 and data.features == RETRIEVER_FEATURES
