@@ -48,3 +48,20 @@ __all__ = [
     "format_passages",
     "format_questions",
 ]
+
+# QA systems and their pipelines (dpr_hf/system.py, dpr_hf/pipeline.py): `AutoModel` resolves a system folder to
+# `QASystem`, which is what lets `pipeline("open-domain-qa", model=folder_or_repo)` load a whole system.
+from transformers.pipelines import PIPELINE_REGISTRY  # noqa: E402
+
+from .pipeline import DenseRetrievalPipeline, OpenDomainQAPipeline  # noqa: E402
+from .system import QASystem, QASystemConfig  # noqa: E402
+
+AutoConfig.register(QASystemConfig.model_type, QASystemConfig, exist_ok=True)
+AutoModel.register(QASystemConfig, QASystem, exist_ok=True)
+PIPELINE_REGISTRY.register_pipeline(
+    "open-domain-qa", pipeline_class=OpenDomainQAPipeline, pt_model=AutoModel, type="text"
+)
+PIPELINE_REGISTRY.register_pipeline(
+    "dense-retrieval", pipeline_class=DenseRetrievalPipeline, pt_model=AutoModel, type="text"
+)
+__all__ += ["DenseRetrievalPipeline", "OpenDomainQAPipeline", "QASystem", "QASystemConfig"]

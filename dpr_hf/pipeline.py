@@ -1,0 +1,162 @@
+"""transformers pipelines over a `QASystem`: `open-domain-qa` (retrieve + read) and `dense-retrieval`.
+
+`import dpr_hf` registers both tasks, so `pipeline("open-domain-qa", model=folder_or_repo)` loads a whole system
+in one line (`AutoModel` resolves a system folder to `QASystem`). A saved system also carries this module, listed
+under `custom_pipelines`, so `pipeline(model=folder_or_repo, trust_remote_code=True)` works without dpr_hf: keep
+this file free of imports from dpr_hf packages (single files and relative imports only).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import Pipeline, PreTrainedModel, PreTrainedTokenizerBase
+
+from .indexing import PassageIndex
+from .system import RETRIEVERS, QASystem
+
+
+def _check_questions(questions: Any) -> list[str] | str:
+    """Refuse what is not a non-empty question string (or a non-empty list of them) before any work is done."""
+    batch = questions if isinstance(questions, (list, tuple)) else [questions]
+    if isinstance(questions, (list, tuple)) and not questions:
+        raise ValueError("got an empty list of questions: pass a question string or a non-empty list of them")
+    for position, question in enumerate(batch):
+        where = f"question {position}" if isinstance(questions, (list, tuple)) else "the question"
+        if not isinstance(question, str):
+            raise ValueError(f"{where} must be a string, got {type(question).__name__}: {question!r}")
+        if not question.strip():
+            raise ValueError(f"{where} is empty: nothing to search for")
+    return list(questions) if isinstance(questions, tuple) else questions
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def _retriever_name(value: Any) -> str:
+    if value not in RETRIEVERS:
+        raise ValueError(f"retriever must be one of {RETRIEVERS}, got {value!r}")
+    return value
+
+
+class _SystemPipeline(Pipeline):
+    """Shared set-up: the pipeline's `model` is a `QASystem`, loaded from a path or assembled from parts."""
+
+    _load_tokenizer = False
+    _load_processor = False
+    _load_image_processor = False
+    _load_feature_extractor = False
+
+    def __init__(
+        self,
+        model: QASystem | PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        index: PassageIndex | None = None,
+        reader: PreTrainedModel | None = None,
+        reader_tokenizer: PreTrainedTokenizerBase | None = None,
+        bm25: Any | None = None,
+        **kwargs,
+    ):
+        # A QASystem loaded as remote code is a different class object than this module's: tell the two kinds of
+        # model apart by the one a system is not.
+        if isinstance(model, PreTrainedModel):
+            missing = [name for name, part in (("tokenizer", tokenizer), ("index", index)) if part is None]
+            if missing:
+                raise ValueError(
+                    f"model is a {type(model).__name__}, not a QASystem: pass the question encoder's parts "
+                    f"{missing} too (or model=<system folder or repo id>)"
+                )
+            model = QASystem(
+                question_encoder=model,
+                question_tokenizer=tokenizer,
+                index=index,
+                reader=reader,
+                reader_tokenizer=reader_tokenizer or (tokenizer if reader is not None else None),
+                bm25=bm25,
+            )
+        super().__init__(model=model.eval(), tokenizer=model.question_tokenizer, **kwargs)
+
+    def __call__(self, questions: str | list[str], **kwargs):
+        """Answer one question (a list of results) or a list of them (one list per question, same order)."""
+        return super().__call__(_check_questions(questions), **kwargs)
+
+    def preprocess(self, question: str) -> dict[str, str]:
+        return {"question": question}
+
+    def postprocess(self, model_outputs: dict[str, Any], **kwargs) -> Any:
+        return model_outputs["results"]
+
+
+class OpenDomainQAPipeline(_SystemPipeline):
+    """Question(s) -> answers extracted from retrieved passages.
+
+    Call parameters: `top_k` answers per question, `num_passages` retrieved and read, `max_answer_length` tokens,
+    `retriever` ("dense" or "hybrid"), `return_passages`. Each answer is `{"answer", "score", "start", "end",
+    "relevance", "passage": {"id", "title", "text", "score"}}`, best first (`start`/`end` are character offsets in
+    the passage text); with `return_passages=True` a question gets `{"answers": [...], "passages": [...]}`.
+    Defaults come from the system's config. Safe to call from several threads at once.
+    """
+
+    def __init__(self, model: QASystem | PreTrainedModel, **kwargs):
+        super().__init__(model, **kwargs)
+        if self.model.reader is None:
+            raise ValueError(
+                "open-domain-qa needs a reader: the system has none (use the dense-retrieval task)"
+            )
+
+    def _sanitize_parameters(
+        self,
+        top_k: int | None = None,
+        num_passages: int | None = None,
+        max_answer_length: int | None = None,
+        retriever: str | None = None,
+        return_passages: bool | None = None,
+    ):
+        forward = {}
+        if top_k is not None:
+            forward["top_k"] = _positive_int("top_k", top_k)
+        if num_passages is not None:
+            forward["num_passages"] = _positive_int("num_passages", num_passages)
+        if max_answer_length is not None:
+            forward["max_answer_length"] = _positive_int("max_answer_length", max_answer_length)
+        if retriever is not None:
+            forward["retriever"] = _retriever_name(retriever)
+        if return_passages is not None:
+            forward["return_passages"] = bool(return_passages)
+        return {}, forward, {}
+
+    def _forward(
+        self, model_inputs: dict[str, Any], return_passages: bool = False, **parameters
+    ) -> dict[str, Any]:
+        # One question, or a list of them when the DataLoader batches (`batch_size` > 1).
+        questions = model_inputs["question"]
+        batch = [questions] if isinstance(questions, str) else questions
+        answers, passages = self.model.answer(batch, **parameters)
+        results = [
+            {"answers": a, "passages": p} if return_passages else a
+            for a, p in zip(answers, passages, strict=True)
+        ]
+        return {"results": results[0] if isinstance(questions, str) else results}
+
+
+class DenseRetrievalPipeline(_SystemPipeline):
+    """Question(s) -> the `top_k` passages `{"id", "title", "text", "score"}` retrieved, best first.
+
+    Call parameters: `top_k` (default: the system's `num_passages`), `retriever` ("dense" or "hybrid").
+    """
+
+    def _sanitize_parameters(self, top_k: int | None = None, retriever: str | None = None):
+        forward = {}
+        if top_k is not None:
+            forward["k"] = _positive_int("top_k", top_k)
+        if retriever is not None:
+            forward["retriever"] = _retriever_name(retriever)
+        return {}, forward, {}
+
+    def _forward(self, model_inputs: dict[str, Any], **parameters) -> dict[str, Any]:
+        questions = model_inputs["question"]
+        results = self.model.retrieve([questions] if isinstance(questions, str) else questions, **parameters)
+        return {"results": results[0] if isinstance(questions, str) else results}

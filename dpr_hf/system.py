@@ -1,0 +1,456 @@
+"""One open-domain QA system: the two encoders, the reader, the passage index (and BM25) in one folder or Hub repo.
+
+Layout: `question_encoder/`, `passage_encoder/` (optional at serving time), `reader/`, `index/` (a `PassageIndex`
+folder), optional `bm25/`, `metrics/` and `training_args/` (what the model cards report), and `config.json`
+(`QASystemConfig`) tying them. `save_pretrained` also copies this module and the flat modules it imports into the
+folder, so `pipeline(model=folder_or_repo, trust_remote_code=True)` works where dpr_hf is not installed: keep this
+file free of imports from dpr_hf packages (single files and relative imports only).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from huggingface_hub import snapshot_download
+from torch import nn
+from transformers import AutoTokenizer, PreTrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.dynamic_module_utils import get_relative_import_files
+from transformers.utils import logging
+
+from .errors import MismatchError
+from .indexing import PassageIndex
+from .modeling import ExtractiveReader, PassageEncoder, QuestionEncoder
+from .reading import read
+from .tokenization import QUESTION_MAX_LENGTH, format_questions
+
+logger = logging.get_logger(__name__)
+
+FORMAT_VERSION = 1
+RETRIEVERS = ("dense", "hybrid")
+REMOTE_TASK = "open-domain-qa-remote-code"
+# Modules copied into a saved system, with everything they import relatively: the remote-code entry points.
+REMOTE_CODE_MODULES = ("system", "pipeline")
+METRICS = ("retrieval", "reader")
+TRAINING_RUNS = ("retriever", "reader")
+_HUB_KWARGS = ("revision", "token", "cache_dir", "local_files_only", "force_download")
+# Set by transformers' AutoModel / pipeline() when they delegate loading here; meaningless for a system.
+_LOADER_KWARGS = (
+    "_from_auto",
+    "_from_pipeline",
+    "trust_remote_code",
+    "adapter_kwargs",
+    "code_revision",
+    "config",
+)
+
+
+class QASystemConfig(PreTrainedConfig):
+    """Ties the parts of a QA system folder together and holds its serving defaults.
+
+    Args:
+        format_version: layout version; a folder from a newer dpr_hf is refused.
+        question_encoder / passage_encoder / reader / index / bm25: sub-folder of each part (`passage_encoder`
+            and `bm25` may be None: not shipped).
+        embedding_dim: size of the vectors the index holds and the question encoder returns.
+        retriever: default retriever, "dense" or "hybrid" (BM25 + `hybrid_lambda` * dense score over the union
+            of both top lists, as in the DPR paper; needs `bm25`).
+        num_passages: passages retrieved per question and read.
+        top_k: answers returned per question.
+        max_answer_length: longest answer span, in tokens.
+        hybrid_lambda: weight of the dense score in hybrid retrieval (DPR used 1.1).
+    """
+
+    model_type = "dpr_hf_qa_system"
+
+    format_version: int = FORMAT_VERSION
+    question_encoder: str = "question_encoder"
+    passage_encoder: str | None = "passage_encoder"
+    reader: str = "reader"
+    index: str = "index"
+    bm25: str | None = None
+    embedding_dim: int = 0
+    retriever: str = "dense"
+    num_passages: int = 20
+    top_k: int = 1
+    max_answer_length: int = 10
+    hybrid_lambda: float = 1.1
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        self.check()
+
+    def check(self) -> None:
+        """Refuse values the system cannot serve (also called after the parts set theirs)."""
+        if self.format_version > FORMAT_VERSION:
+            raise MismatchError(
+                f"this QA system has format version {self.format_version}, newer than this code reads "
+                f"({FORMAT_VERSION}): upgrade dpr-hf"
+            )
+        if self.retriever not in RETRIEVERS:
+            raise ValueError(f"retriever must be one of {RETRIEVERS}, got {self.retriever!r}")
+        if self.retriever == "hybrid" and not self.bm25:
+            raise ValueError(
+                "the default retriever is 'hybrid' but the system has no BM25 index (bm25 is None)"
+            )
+
+
+class QASystem(nn.Module):
+    """Retriever + reader + passage index answering questions end to end; the model behind the QA pipelines.
+
+    It is an `nn.Module` so `.to(device)` / `.eval()` move and switch all the networks at once, and it is what
+    `AutoModel.from_pretrained(system_folder)` returns, which lets `pipeline("open-domain-qa", model=folder)`
+    load a whole system from one path.
+    """
+
+    config_class = QASystemConfig
+    input_modalities = ("text",)  # read by transformers' Pipeline
+    _auto_class: str | None = None
+
+    def __init__(
+        self,
+        question_encoder: PreTrainedModel,
+        question_tokenizer: PreTrainedTokenizerBase,
+        index: PassageIndex,
+        reader: PreTrainedModel | None = None,
+        reader_tokenizer: PreTrainedTokenizerBase | None = None,
+        passage_encoder: PreTrainedModel | None = None,
+        passage_tokenizer: PreTrainedTokenizerBase | None = None,
+        bm25: Any | None = None,
+        config: QASystemConfig | None = None,
+        metrics: dict[str, dict] | None = None,
+        training_args: dict[str, dict] | None = None,
+    ):
+        super().__init__()
+        if reader is not None and reader_tokenizer is None:
+            raise ValueError("a reader needs its tokenizer: pass reader_tokenizer")
+        self.question_encoder = question_encoder
+        self.passage_encoder = passage_encoder
+        self.reader = reader
+        self.index = index
+        self.bm25 = bm25
+        self.question_tokenizer = question_tokenizer
+        self.passage_tokenizer = passage_tokenizer or (
+            question_tokenizer if passage_encoder is not None else None
+        )
+        self.reader_tokenizer = reader_tokenizer
+        self.config = config = config or QASystemConfig()
+        config.embedding_dim = question_encoder.config.embedding_dim
+        config.passage_encoder = (
+            (config.passage_encoder or "passage_encoder") if passage_encoder is not None else None
+        )
+        config.reader = (config.reader or "reader") if reader is not None else None
+        config.bm25 = (config.bm25 or "bm25") if bm25 is not None else None
+        config.check()
+        self.metrics = dict(metrics or {})
+        self.training_args = dict(training_args or {})
+        unknown = (set(self.metrics) - set(METRICS)) | (set(self.training_args) - set(TRAINING_RUNS))
+        if unknown:
+            raise ValueError(
+                f"unknown metrics/training_args keys {sorted(unknown)}: use {METRICS} / {TRAINING_RUNS}"
+            )
+        dim = config.embedding_dim
+        if index.embedding_dim != dim:
+            raise MismatchError(
+                f"the question encoder returns {dim}-dim vectors but the index holds {index.embedding_dim}-dim ones"
+            )
+        if passage_encoder is not None and passage_encoder.config.embedding_dim != dim:
+            raise MismatchError(
+                f"the passage encoder returns {passage_encoder.config.embedding_dim}-dim vectors, "
+                f"the question encoder {dim}-dim"
+            )
+
+    @property
+    def device(self) -> torch.device:
+        return self.question_encoder.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.question_encoder.dtype
+
+    def can_generate(self) -> bool:
+        """Asked by transformers' Pipeline: extractive QA generates nothing."""
+        return False
+
+    @classmethod
+    def register_for_auto_class(cls, auto_class: str = "AutoModel") -> None:
+        """Called by transformers' AutoModel when it loads this class as remote code."""
+        cls._auto_class = auto_class if isinstance(auto_class, str) else auto_class.__name__
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike,
+        *,
+        with_passage_encoder: bool = True,
+        with_reader: bool = True,
+        dtype: str | torch.dtype | None = None,
+        device_map: Any = None,
+        **kwargs,
+    ) -> QASystem:
+        """Load a system from a folder or a Hub repo id (downloaded once with `snapshot_download`, offline from
+        the cache with `HF_HUB_OFFLINE=1`).
+
+        Args:
+            with_passage_encoder: also load `passage_encoder/` (answering questions does not need it).
+            with_reader: also load `reader/` (retrieval alone does not need it).
+            dtype / device_map: passed to each model's `from_pretrained`.
+            kwargs: Hub options (`revision`, `token`, `cache_dir`, `local_files_only`, `force_download`).
+        """
+        hub_kwargs = {key: kwargs.pop(key) for key in _HUB_KWARGS if key in kwargs}
+        for key in _LOADER_KWARGS:
+            kwargs.pop(key, None)
+        if kwargs:
+            raise TypeError(f"QASystem.from_pretrained got unexpected arguments {sorted(kwargs)}")
+        folder = Path(pretrained_model_name_or_path)
+        if not folder.is_dir():
+            folder = Path(snapshot_download(str(pretrained_model_name_or_path), **hub_kwargs))
+        if not (folder / "config.json").exists():
+            raise FileNotFoundError(
+                f"{pretrained_model_name_or_path} is not a QA system folder: no config.json"
+            )
+        config = QASystemConfig.from_json_file(str(folder / "config.json"))
+        if config.model_type != QASystemConfig.model_type:
+            raise MismatchError(f"{folder} holds a {config.model_type!r} model, not a QA system")
+        if not with_passage_encoder:
+            config.passage_encoder = None
+        if not with_reader:
+            config.reader = None
+        parts = {}
+        for name in ("question_encoder", "passage_encoder", "reader", "index", "bm25"):
+            subfolder = getattr(config, name)
+            if subfolder is not None and not (folder / subfolder).is_dir():
+                raise FileNotFoundError(
+                    f"{folder}: config.json names {name} folder {subfolder!r}, which is missing"
+                )
+            parts[name] = folder / subfolder if subfolder is not None else None
+        model_kwargs = {"dtype": dtype, "device_map": device_map}
+        question_encoder = QuestionEncoder.from_pretrained(parts["question_encoder"], **model_kwargs).eval()
+        passage_encoder = reader = None
+        if parts["passage_encoder"] is not None:
+            passage_encoder = PassageEncoder.from_pretrained(parts["passage_encoder"], **model_kwargs).eval()
+        if parts["reader"] is not None:
+            reader = ExtractiveReader.from_pretrained(parts["reader"], **model_kwargs).eval()
+        return cls(
+            question_encoder=question_encoder,
+            question_tokenizer=_tokenizer(parts["question_encoder"], question_encoder),
+            index=PassageIndex.load(
+                parts["index"], question_encoder=question_encoder, passage_encoder=passage_encoder
+            ),
+            reader=reader,
+            reader_tokenizer=_tokenizer(parts["reader"], reader) if reader is not None else None,
+            passage_encoder=passage_encoder,
+            passage_tokenizer=(
+                _tokenizer(parts["passage_encoder"], passage_encoder) if passage_encoder is not None else None
+            ),
+            bm25=_load_bm25(parts["bm25"]) if parts["bm25"] is not None else None,
+            config=config,
+            metrics=_read_json_folder(folder / "metrics"),
+            training_args=_read_json_folder(folder / "training_args"),
+        )
+
+    @classmethod
+    def from_components(
+        cls,
+        retriever: str | os.PathLike,
+        index: str | os.PathLike | PassageIndex,
+        reader: str | os.PathLike | None = None,
+        bm25: str | os.PathLike | Any | None = None,
+        retrieval_metrics: str | os.PathLike | dict | None = None,
+        reader_metrics: str | os.PathLike | dict | None = None,
+        **config_kwargs,
+    ) -> QASystem:
+        """Assemble a system from training outputs; `.save_pretrained(dir)` on the result writes the system folder.
+
+        Args:
+            retriever: retriever training folder (`question_encoder/`, `passage_encoder/`, `training_args.json`).
+            index: a saved `PassageIndex` folder (checked against both encoders) or a loaded index.
+            reader: reader training folder (`reader/`, `training_args.json`) or the reader model folder itself.
+            bm25: a saved `BM25Retriever` folder (or a loaded one), enabling hybrid retrieval.
+            retrieval_metrics / reader_metrics: `metrics.json` of `evaluate-retrieval` / `evaluate-reader`
+                (path or dict), reported in the model cards.
+            config_kwargs: `QASystemConfig` serving defaults (`num_passages`, `retriever`, `hybrid_lambda`, ...).
+        """
+        retriever = Path(retriever)
+        question_encoder = QuestionEncoder.from_pretrained(retriever / "question_encoder").eval()
+        passage_encoder = PassageEncoder.from_pretrained(retriever / "passage_encoder").eval()
+        if not isinstance(index, PassageIndex):
+            index = PassageIndex.load(
+                index, question_encoder=question_encoder, passage_encoder=passage_encoder
+            )
+        training_args = {"retriever": retriever / "training_args.json"}
+        reader_model = reader_dir = None
+        if reader is not None:
+            reader = Path(reader)
+            reader_dir = reader / "reader" if (reader / "reader" / "config.json").exists() else reader
+            reader_model = ExtractiveReader.from_pretrained(reader_dir).eval()
+            training_args["reader"] = reader / "training_args.json"
+        metrics = {"retrieval": retrieval_metrics, "reader": reader_metrics}
+        return cls(
+            question_encoder=question_encoder,
+            question_tokenizer=_tokenizer(retriever / "question_encoder", question_encoder),
+            index=index,
+            reader=reader_model,
+            reader_tokenizer=_tokenizer(reader_dir, reader_model) if reader_model is not None else None,
+            passage_encoder=passage_encoder,
+            passage_tokenizer=_tokenizer(retriever / "passage_encoder", passage_encoder),
+            bm25=_load_bm25(Path(bm25)) if isinstance(bm25, (str, os.PathLike)) else bm25,
+            config=QASystemConfig(**config_kwargs),
+            metrics={name: _as_dict(value) for name, value in metrics.items() if value is not None},
+            training_args={name: _as_dict(file) for name, file in training_args.items() if file.exists()},
+        )
+
+    def save_pretrained(self, save_directory: str | os.PathLike) -> None:
+        """Write the system folder atomically: everything goes to a temporary sibling renamed at the end."""
+        path = Path(save_directory)
+        tmp = path.with_name(f".{path.name}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        config = self.config
+        for name, model, tokenizer in (
+            (config.question_encoder, self.question_encoder, self.question_tokenizer),
+            (config.passage_encoder, self.passage_encoder, self.passage_tokenizer),
+            (config.reader, self.reader, self.reader_tokenizer),
+        ):
+            if model is not None:
+                model.save_pretrained(tmp / name)
+                tokenizer.save_pretrained(tmp / name)
+        self.index.save(tmp / config.index)
+        if self.bm25 is not None:
+            self.bm25.save(tmp / config.bm25)
+        for folder, files in (("metrics", self.metrics), ("training_args", self.training_args)):
+            for name, content in files.items():
+                (tmp / folder).mkdir(exist_ok=True)
+                (tmp / folder / f"{name}.json").write_text(json.dumps(content, indent=2) + "\n")
+        _copy_remote_code(tmp)
+        config.auto_map = {"AutoConfig": "system.QASystemConfig", "AutoModel": "system.QASystem"}
+        config.custom_pipelines = {
+            REMOTE_TASK: {"impl": "pipeline.OpenDomainQAPipeline", "pt": ["AutoModel"], "type": "text"}
+        }
+        config.save_pretrained(tmp)  # config.json last: a folder without it is an unfinished save
+        if path.exists():
+            old = path.with_name(f".{path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, path)
+
+    def push_to_hub(self, repo_id: str, **kwargs) -> dict[str, str]:
+        """Save the system to a temporary folder and upload it with its model cards (see `dpr_hf.hub.push_system`)."""
+        import tempfile
+
+        try:
+            from dpr_hf.hub import push_system
+        except ImportError as error:
+            raise ImportError(
+                "pushing a QA system renders its model cards with dpr_hf: pip install dpr-hf"
+            ) from error
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp) / "system"
+            self.save_pretrained(folder)
+            return push_system(folder, repo_id, **kwargs)
+
+    @torch.inference_mode()
+    def encode_questions(self, questions: Sequence[str], batch_size: int = 64) -> torch.Tensor:
+        """E_Q(q) for each question, `(len(questions), embedding_dim)` float32 on CPU."""
+        vectors = []
+        for begin in range(0, len(questions), batch_size):
+            batch = format_questions(
+                self.question_tokenizer, questions[begin : begin + batch_size], max_length=QUESTION_MAX_LENGTH
+            ).to(self.device)
+            vectors.append(self.question_encoder(**batch).pooler_output.float().cpu())
+        return torch.cat(vectors)
+
+    def retrieve(
+        self, questions: Sequence[str], k: int | None = None, retriever: str | None = None
+    ) -> list[list[dict]]:
+        """Top-k passages per question (`{id, title, text, score}`), best first, by dot product or hybrid score."""
+        k = k or self.config.num_passages
+        retriever = retriever or self.config.retriever
+        if retriever not in RETRIEVERS:
+            raise ValueError(f"retriever must be one of {RETRIEVERS}, got {retriever!r}")
+        if retriever == "dense":
+            return self.index.search(self.encode_questions(questions).numpy(), k)
+        if self.bm25 is None:
+            raise ValueError(
+                "hybrid retrieval needs a BM25 index, and this system has none (no bm25/ folder)"
+            )
+        return _hybrid_retriever(self).search(list(questions), k)
+
+    def answer(
+        self,
+        questions: Sequence[str],
+        top_k: int | None = None,
+        num_passages: int | None = None,
+        max_answer_length: int | None = None,
+        retriever: str | None = None,
+    ) -> tuple[list[list[dict]], list[list[dict]]]:
+        """Retrieve then read: per question, the answers (best first) and the passages they were read from."""
+        passages = self.retrieve(questions, num_passages, retriever)
+        if self.reader is None:
+            raise ValueError(
+                "this system has no reader (loaded with with_reader=False?): it can only retrieve"
+            )
+        answers = read(
+            self.reader,
+            self.reader_tokenizer,
+            list(questions),
+            passages,
+            max_answer_length=max_answer_length or self.config.max_answer_length,
+            top_k=top_k or self.config.top_k,
+        )
+        return answers, passages
+
+
+def _tokenizer(path: Path, model: PreTrainedModel) -> PreTrainedTokenizerBase:
+    # With the model's config given, AutoTokenizer does not load config.json, whose auto_map would ask for
+    # trust_remote_code where dpr_hf is not installed.
+    return AutoTokenizer.from_pretrained(path, config=model.config)
+
+
+def _as_dict(source: str | os.PathLike | dict) -> dict:
+    return dict(source) if isinstance(source, dict) else json.loads(Path(source).read_text())
+
+
+def _read_json_folder(folder: Path) -> dict[str, dict]:
+    return {file.stem: json.loads(file.read_text()) for file in sorted(folder.glob("*.json"))}
+
+
+def _load_bm25(path: Path) -> Any | None:
+    """The BM25 index, or None where dpr_hf (which implements it) is not installed: dense retrieval still works."""
+    try:
+        from dpr_hf.retrieval import BM25Retriever
+    except ImportError:
+        logger.warning(f"{path}: hybrid retrieval is off, its BM25 index needs dpr_hf (pip install dpr-hf)")
+        return None
+    return BM25Retriever.load(path)
+
+
+def _hybrid_retriever(system: QASystem) -> Any:
+    try:
+        from dpr_hf.retrieval import DenseRetriever, HybridRetriever
+    except ImportError as error:
+        raise ImportError("hybrid retrieval needs dpr_hf: pip install dpr-hf") from error
+    dense = DenseRetriever(system.question_encoder, system.question_tokenizer, system.index)
+    return HybridRetriever(system.bm25, dense, weight=system.config.hybrid_lambda)
+
+
+def _copy_remote_code(folder: Path) -> None:
+    """Copy the remote-code entry modules and every module they import relatively (all flat files)."""
+    here = Path(__file__).parent
+    entry = [here / f"{name}.py" for name in REMOTE_CODE_MODULES]
+    files = set(entry) | {Path(f) for module in entry for f in get_relative_import_files(module)}
+    for file in sorted(files):
+        if not file.exists():
+            raise FileNotFoundError(
+                f"{file.name} is imported by the remote-code modules but is not a flat module next to them: remote "
+                "code can only use single files with relative imports"
+            )
+        shutil.copy(file, folder / file.name)
