@@ -1,0 +1,97 @@
+"""Mine hard negatives for retriever training data with BM25 or a trained dense retriever.
+
+`dpr-hf mine-negatives --data FILE (--passages FILE | --index DIR) [--method bm25|dense --model DIR]
+--output FILE.json [--num-negatives N]` replaces each question's `hard_negative_ctxs` with the top-ranked
+passages that contain no answer and are not its gold passage, and writes DPR's retriever JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data", required=True, help="retriever data: DPR JSON/JSONL, SQuAD JSON, datasets folder"
+    )
+    parser.add_argument("--split", help="split of a datasets folder or Hub dataset given as --data")
+    corpus = parser.add_mutually_exclusive_group(required=True)
+    corpus.add_argument("--passages", help="passage corpus: DPR TSV, JSONL, SQuAD JSON or datasets folder")
+    corpus.add_argument(
+        "--index",
+        help="saved index: a BM25 folder (or a system folder with bm25/) for bm25, a PassageIndex for dense",
+    )
+    parser.add_argument(
+        "--method", choices=("bm25", "dense"), default="bm25", help="retriever to mine with (bm25)"
+    )
+    parser.add_argument(
+        "--model", help="dense only: pair or system folder (question_encoder/, passage_encoder/)"
+    )
+    parser.add_argument(
+        "--output", required=True, help="output DPR retriever JSON (.json, .jsonl, optionally .gz)"
+    )
+    parser.add_argument("--num-negatives", type=int, default=30, help="hard negatives per question (30)")
+    parser.add_argument("--depth", type=int, default=100, help="ranked passages searched per question (100)")
+    parser.add_argument(
+        "--match", choices=("string", "regex"), default="string", help="has_answer mode for answers (string)"
+    )
+    parser.add_argument("--batch-size", type=int, default=256, help="questions searched at once (256)")
+
+
+def _bm25_retriever(args: argparse.Namespace):
+    from ..data import load_passages
+    from ..retrieval.bm25 import CONFIG_NAME, BM25Retriever
+
+    if args.passages:
+        return BM25Retriever.from_passages(load_passages(args.passages))
+    folder = Path(args.index)
+    if not (folder / CONFIG_NAME).is_file() and (folder / "bm25" / CONFIG_NAME).is_file():
+        folder = folder / "bm25"
+    return BM25Retriever.load(folder)
+
+
+def _dense_retriever(args: argparse.Namespace):
+    from transformers import AutoTokenizer
+
+    from ..data import load_passages
+    from ..indexing import PassageIndex, encode_passages, encoder_dir
+    from ..modeling import PassageEncoder, QuestionEncoder
+    from ..retrieval.dense import DenseRetriever
+
+    if not args.model:
+        raise FileNotFoundError("--method dense needs --model (a pair or system folder)")
+    if args.index:
+        return DenseRetriever.from_pretrained(args.model, args.index)
+    passage_dir = encoder_dir(args.model, "passage")
+    encoded = encode_passages(
+        PassageEncoder.from_pretrained(passage_dir),
+        AutoTokenizer.from_pretrained(passage_dir),
+        load_passages(args.passages),
+    )
+    index = PassageIndex.build(encoded)
+    question_dir = encoder_dir(args.model, "question")
+    return DenseRetriever(
+        QuestionEncoder.from_pretrained(question_dir), AutoTokenizer.from_pretrained(question_dir), index
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..data import load_retriever_data, save_retriever_json
+    from ..negatives import mine_hard_negatives
+
+    data = load_retriever_data(args.data, split=args.split)
+    retriever = _bm25_retriever(args) if args.method == "bm25" else _dense_retriever(args)
+    mined = mine_hard_negatives(
+        data,
+        retriever,
+        num_negatives=args.num_negatives,
+        depth=args.depth,
+        match=args.match,
+        batch_size=args.batch_size,
+    )
+    path = save_retriever_json(mined, args.output)
+    counts = [len(negatives) for negatives in mined["hard_negative_ctxs"]]
+    mean = sum(counts) / len(counts) if counts else 0.0
+    print(f"{path}: {len(mined)} questions, {mean:.1f} hard negatives per question ({args.method})")
+    return 0
