@@ -77,7 +77,7 @@ def iter_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
     number = 0
     try:
         with open_text(path) as handle:
-            for number, line in enumerate(handle, start=1):  # noqa: B007 (read in the except clause)
+            for number, line in enumerate(handle, start=1):
                 yield number, line
     except _DECODE_ERRORS as error:
         raise _decode_error(path, error, number + 1) from None
