@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import math
 import re
 import string
 import unicodedata
@@ -84,3 +85,103 @@ def _f1(prediction: str, truth: str) -> float:
 def f1_score(prediction: str, ground_truths: Sequence[str]) -> float:
     """Best token-level F1 of the prediction against any ground truth (SQuAD F1)."""
     return max((_f1(prediction, truth) for truth in ground_truths), default=0.0)
+
+
+# ------------------------------------------------------------------------------------------- retrieval metrics
+def _contains_tokens(tokens: list[str], needle: tuple[str, ...]) -> bool:
+    width, first = len(needle), needle[0]
+    return any(token == first and tuple(tokens[i : i + width]) == needle for i, token in enumerate(tokens))
+
+
+def answer_hits(
+    retrieved: Sequence[Sequence[dict]], answers: Sequence[Sequence[str]], mode: str = "string"
+) -> list[list[bool]]:
+    """`has_answer` of every retrieved passage (its "text"), per question: the input of `top_k_accuracy`.
+
+    Same result as calling `has_answer` on each, but each distinct passage is tokenised once (100 passages for
+    each of thousands of questions come from a much smaller set).
+    """
+    if mode != "string":
+        return [
+            [has_answer(question_answers, passage["text"], mode) for passage in passages]
+            for passages, question_answers in zip(retrieved, answers, strict=True)
+        ]
+    tokens_of: dict[str, list[str]] = {}
+    hits = []
+    for passages, question_answers in zip(retrieved, answers, strict=True):
+        needles = [needle for needle in map(_answer_tokens, question_answers) if needle]
+        question_hits = []
+        for passage in passages:
+            tokens = tokens_of.get(passage["text"])
+            if tokens is None:
+                tokens = tokens_of[passage["text"]] = simple_tokenize(passage["text"])
+            question_hits.append(any(_contains_tokens(tokens, needle) for needle in needles))
+        hits.append(question_hits)
+    return hits
+
+
+def top_k_curve(hits: Sequence[Sequence[bool]], max_k: int) -> list[float]:
+    """Top-k accuracy in percent for k = 1..max_k: share of questions with an answer in their first k passages."""
+    if not hits:
+        return [0.0] * max_k
+    answered_at = [0] * (max_k + 1)  # questions whose first hit is at rank k (1-based)
+    for question_hits in hits:
+        first = next((rank for rank, hit in enumerate(question_hits[:max_k], start=1) if hit), None)
+        if first is not None:
+            answered_at[first] += 1
+    curve, answered = [], 0
+    for k in range(1, max_k + 1):
+        answered += answered_at[k]
+        curve.append(100.0 * answered / len(hits))
+    return curve
+
+
+def top_k_accuracy(hits: Sequence[Sequence[bool]], ks: Sequence[int] = (1, 5, 20, 100)) -> dict[str, float]:
+    """DPR's retrieval metric, in percent: `{"top_k": share of questions answered in the top k}` for each k."""
+    curve = top_k_curve(hits, max(ks))
+    return {f"top_{k}": curve[k - 1] for k in ks}
+
+
+def gold_recall(
+    retrieved_ids: Sequence[Sequence[str]], gold_ids: Sequence[str], ks: Sequence[int] = (1, 5, 20, 100)
+) -> dict[str, float]:
+    """Percent of questions whose gold passage is in the top k, over the questions that have one ("" = none).
+
+    Stricter than top-k accuracy: short answers (years, numbers) occur in many passages besides the gold one.
+    """
+    pairs = [(ids, gold) for ids, gold in zip(retrieved_ids, gold_ids, strict=True) if gold]
+    if not pairs:
+        return {}
+    ranks = [list(ids).index(gold) + 1 if gold in ids else None for ids, gold in pairs]
+    return {
+        f"gold_recall_{k}": 100.0 * sum(rank is not None and rank <= k for rank in ranks) / len(pairs)
+        for k in ks
+    }
+
+
+def mrr_at_k(
+    retrieved_ids: Sequence[Sequence[str]], relevance: Sequence[dict[str, float]], k: int = 10
+) -> float:
+    """Mean reciprocal rank of the first relevant passage (relevance > 0) in the top k, over all questions."""
+    if not relevance:
+        return 0.0
+    total = 0.0
+    for ids, judged in zip(retrieved_ids, relevance, strict=True):
+        rank = next((r for r, pid in enumerate(ids[:k], start=1) if judged.get(pid, 0) > 0), None)
+        total += 1.0 / rank if rank else 0.0
+    return total / len(relevance)
+
+
+def ndcg_at_k(
+    retrieved_ids: Sequence[Sequence[str]], relevance: Sequence[dict[str, float]], k: int = 10
+) -> float:
+    """Mean nDCG@k with graded relevance judgements, gain = relevance (as BEIR / pytrec_eval)."""
+    if not relevance:
+        return 0.0
+    total = 0.0
+    for ids, judged in zip(retrieved_ids, relevance, strict=True):
+        dcg = sum(judged.get(pid, 0) / math.log2(rank + 1) for rank, pid in enumerate(ids[:k], start=1))
+        ideal_gains = sorted((gain for gain in judged.values() if gain > 0), reverse=True)[:k]
+        ideal = sum(gain / math.log2(rank + 1) for rank, gain in enumerate(ideal_gains, start=1))
+        total += dcg / ideal if ideal > 0 else 0.0
+    return total / len(relevance)
