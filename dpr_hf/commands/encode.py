@@ -1,0 +1,60 @@
+"""Encode a passage corpus with a passage encoder into a datasets folder with an `embeddings` column.
+
+`dpr-hf encode --passage-encoder DIR --passages FILE|DATASET --output DIR` (under `accelerate launch`, each
+process encodes its own shards; rerunning an interrupted job encodes only the missing shards).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--passage-encoder", required=True, help="passage encoder folder, or a pair/system folder holding one"
+    )
+    parser.add_argument(
+        "--passages",
+        required=True,
+        help="DPR TSV, JSONL {id,title,text} (.gz ok), SQuAD JSON or datasets folder",
+    )
+    parser.add_argument("--split", help="split of a datasets folder or Hub dataset given as --passages")
+    parser.add_argument(
+        "--output", required=True, help="output folder (datasets save_to_disk + encoding.json)"
+    )
+    parser.add_argument("--batch-size", type=int, default=64, help="passages per forward pass (64)")
+    parser.add_argument("--max-length", type=int, default=256, help="passage tokens kept (256)")
+    parser.add_argument(
+        "--shard-size", type=int, default=100_000, help="passages per resumable shard (100000)"
+    )
+    parser.add_argument(
+        "--precision", choices=("fp32", "bf16", "fp16"), default="fp32", help="autocast dtype (fp32)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from accelerate import PartialState
+    from transformers import AutoTokenizer
+
+    from ..data import load_passages
+    from ..indexing import encode_corpus, encoder_dir
+    from ..modeling import PassageEncoder
+
+    path = encoder_dir(args.passage_encoder, "passage")
+    with PartialState().main_process_first():  # one process builds the datasets cache, the others reuse it
+        passages = load_passages(args.passages, split=args.split)
+    encoder = PassageEncoder.from_pretrained(path)
+    embeddings = encode_corpus(
+        encoder,
+        AutoTokenizer.from_pretrained(path),
+        passages,
+        args.output,
+        shard_size=args.shard_size,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        precision=args.precision,
+        encoder_name=str(path),
+    )
+    if PartialState().is_main_process:
+        print(f"encoded {len(embeddings)} passages into {args.output}")
+    return 0

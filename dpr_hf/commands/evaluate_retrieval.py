@@ -1,0 +1,123 @@
+"""Evaluate a dense, BM25 or hybrid retriever: DPR results JSON, metrics.json and a top-k curve.
+
+`dpr-hf evaluate-retrieval --retriever {dense,bm25,hybrid} [--model DIR] (--index DIR | --passages FILE)
+--questions FILE --output-dir DIR [--top-k 100]`. `--model` is a pair folder (question_encoder/,
+passage_encoder/) or a system folder; `--passages` builds the index(es) on the fly; `--index` takes a
+PassageIndex folder, a BM25 folder or a system folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--retriever", choices=("dense", "bm25", "hybrid"), required=True)
+    parser.add_argument("--model", help="pair or system folder (dense, hybrid)")
+    corpus = parser.add_mutually_exclusive_group(required=True)
+    corpus.add_argument("--index", help="PassageIndex folder, BM25 folder (bm25) or system folder")
+    corpus.add_argument("--passages", help="corpus to index on the fly: DPR TSV, JSONL (.gz ok), SQuAD JSON")
+    parser.add_argument("--questions", required=True, help="SQuAD JSON, DPR qas TSV/CSV or JSONL (.gz ok)")
+    parser.add_argument("--split", help="split of a datasets folder or Hub dataset given as --questions")
+    parser.add_argument("--output-dir", required=True, help="where results.json and metrics.json go")
+    parser.add_argument("--top-k", type=int, default=100, help="passages kept per question (100)")
+    parser.add_argument("--match", choices=("string", "regex"), default="string", help="has_answer mode")
+    parser.add_argument("--qrels", help="BEIR qrels TSV (query-id, corpus-id, score) for MRR@10 / nDCG@10")
+    parser.add_argument("--factory", default="Flat", help="FAISS factory when indexing --passages (Flat)")
+    parser.add_argument("--hybrid-weight", type=float, default=1.1, help="λ in BM25 + λ·dense (1.1)")
+    parser.add_argument(
+        "--fusion", choices=("linear", "rrf"), default="linear", help="hybrid fusion (linear)"
+    )
+    parser.add_argument("--depth", type=int, default=200, help="hits per retriever fused by hybrid (200)")
+    parser.add_argument(
+        "--batch-size", type=int, default=128, help="questions/passages encoded at once (128)"
+    )
+    parser.add_argument(
+        "--precision", choices=("fp32", "bf16", "fp16"), default="fp32", help="autocast dtype"
+    )
+
+
+def _index_dir(path: Path) -> Path:
+    return path / "index" if (path / "index" / "manifest.json").is_file() else path
+
+
+def _bm25(args: argparse.Namespace):
+    from datasets import load_from_disk
+
+    from ..data import load_passages
+    from ..retrieval.bm25 import CONFIG_NAME, BM25Retriever
+
+    if args.passages:
+        return BM25Retriever.from_passages(load_passages(args.passages))
+    folder = Path(args.index)
+    for candidate in (folder, folder / "bm25"):
+        if (candidate / CONFIG_NAME).is_file():
+            return BM25Retriever.load(candidate)
+    passages = folder / "index" / "passages" if (folder / "index").is_dir() else folder / "passages"
+    if not passages.is_dir():
+        raise FileNotFoundError(f"{folder} holds neither a BM25 index nor a PassageIndex with passages/")
+    return BM25Retriever.from_passages(load_from_disk(str(passages)))
+
+
+def _dense(args: argparse.Namespace):
+    from transformers import AutoTokenizer
+
+    from ..data import load_passages
+    from ..indexing import PassageIndex, encode_passages, encoder_dir, encoder_fingerprint
+    from ..modeling import PassageEncoder, QuestionEncoder
+    from ..retrieval.dense import DenseRetriever
+
+    if not args.model:
+        raise FileNotFoundError(f"--retriever {args.retriever} needs --model (a pair or system folder)")
+    question_dir = encoder_dir(args.model, "question")
+    question_encoder = QuestionEncoder.from_pretrained(question_dir)
+    if args.index:
+        index = PassageIndex.load(_index_dir(Path(args.index)), question_encoder=question_encoder)
+    else:
+        passage_dir = encoder_dir(args.model, "passage")
+        passage_encoder = PassageEncoder.from_pretrained(passage_dir)
+        embedded = encode_passages(
+            passage_encoder,
+            AutoTokenizer.from_pretrained(passage_dir),
+            load_passages(args.passages),
+            batch_size=args.batch_size,
+            precision=args.precision,
+        )
+        index = PassageIndex.build(
+            embedded,
+            factory=args.factory,
+            encoder_name=str(passage_dir),
+            encoder_fingerprint=encoder_fingerprint(passage_encoder),
+        )
+    tokenizer = AutoTokenizer.from_pretrained(question_dir)
+    return DenseRetriever(
+        question_encoder, tokenizer, index, batch_size=args.batch_size, precision=args.precision
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..data import load_questions
+    from ..retrieval.hybrid import HybridRetriever
+    from ..retrieval_evaluation import evaluate_retriever, load_qrels, save_retrieval_evaluation
+
+    questions = load_questions(args.questions, split=args.split)
+    if args.retriever == "bm25":
+        retriever = _bm25(args)
+    elif args.retriever == "dense":
+        retriever = _dense(args)
+    else:
+        retriever = HybridRetriever(
+            _bm25(args), _dense(args), weight=args.hybrid_weight, fusion=args.fusion, depth=args.depth
+        )
+    evaluation = evaluate_retriever(
+        retriever,
+        questions,
+        top_k=args.top_k,
+        match=args.match,
+        qrels=load_qrels(args.qrels) if args.qrels else None,
+    )
+    save_retrieval_evaluation(evaluation, args.output_dir, name=args.retriever)
+    print(json.dumps(evaluation.metrics, indent=2))
+    return 0
