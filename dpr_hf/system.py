@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 from huggingface_hub import snapshot_download
+from huggingface_hub.errors import LocalEntryNotFoundError
 from torch import nn
 from transformers import AutoTokenizer, PreTrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.dynamic_module_utils import get_relative_import_files
@@ -83,10 +84,6 @@ class QASystemConfig(PreTrainedConfig):
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
-        self.check()
-
-    def check(self) -> None:
-        """Refuse values the system cannot serve (also called after the parts set theirs)."""
         if self.format_version > FORMAT_VERSION:
             raise MismatchError(
                 f"this QA system has format version {self.format_version}, newer than this code reads "
@@ -94,10 +91,6 @@ class QASystemConfig(PreTrainedConfig):
             )
         if self.retriever not in RETRIEVERS:
             raise ValueError(f"retriever must be one of {RETRIEVERS}, got {self.retriever!r}")
-        if self.retriever == "hybrid" and not self.bm25:
-            raise ValueError(
-                "the default retriever is 'hybrid' but the system has no BM25 index (bm25 is None)"
-            )
 
 
 class QASystem(nn.Module):
@@ -146,7 +139,8 @@ class QASystem(nn.Module):
         )
         config.reader = (config.reader or "reader") if reader is not None else None
         config.bm25 = (config.bm25 or "bm25") if bm25 is not None else None
-        config.check()
+        if config.retriever == "hybrid" and bm25 is None:
+            raise ValueError("the default retriever is 'hybrid' but the system has no BM25 index")
         self.metrics = dict(metrics or {})
         self.training_args = dict(training_args or {})
         unknown = (set(self.metrics) - set(METRICS)) | (set(self.training_args) - set(TRAINING_RUNS))
@@ -209,14 +203,22 @@ class QASystem(nn.Module):
             raise TypeError(f"QASystem.from_pretrained got unexpected arguments {sorted(kwargs)}")
         folder = Path(pretrained_model_name_or_path)
         if not folder.is_dir():
-            folder = Path(snapshot_download(str(pretrained_model_name_or_path), **hub_kwargs))
+            try:
+                folder = Path(snapshot_download(str(pretrained_model_name_or_path), **hub_kwargs))
+            except LocalEntryNotFoundError as error:  # offline and not in the cache: say which system
+                raise FileNotFoundError(
+                    f"{pretrained_model_name_or_path} is neither a local folder nor in the Hub cache: {error}"
+                ) from error
         if not (folder / "config.json").exists():
             raise FileNotFoundError(
                 f"{pretrained_model_name_or_path} is not a QA system folder: no config.json"
             )
+        model_type = json.loads((folder / "config.json").read_text()).get("model_type")
+        if model_type != QASystemConfig.model_type:
+            raise MismatchError(
+                f"{folder} holds a {model_type!r} model, not a QA system ({QASystemConfig.model_type})"
+            )
         config = QASystemConfig.from_json_file(str(folder / "config.json"))
-        if config.model_type != QASystemConfig.model_type:
-            raise MismatchError(f"{folder} holds a {config.model_type!r} model, not a QA system")
         if not with_passage_encoder:
             config.passage_encoder = None
         if not with_reader:
@@ -236,6 +238,9 @@ class QASystem(nn.Module):
             passage_encoder = PassageEncoder.from_pretrained(parts["passage_encoder"], **model_kwargs).eval()
         if parts["reader"] is not None:
             reader = ExtractiveReader.from_pretrained(parts["reader"], **model_kwargs).eval()
+        bm25 = _load_bm25(parts["bm25"]) if parts["bm25"] is not None else None
+        if bm25 is None:
+            config.retriever = "dense"
         return cls(
             question_encoder=question_encoder,
             question_tokenizer=_tokenizer(parts["question_encoder"], question_encoder),
@@ -248,7 +253,7 @@ class QASystem(nn.Module):
             passage_tokenizer=(
                 _tokenizer(parts["passage_encoder"], passage_encoder) if passage_encoder is not None else None
             ),
-            bm25=_load_bm25(parts["bm25"]) if parts["bm25"] is not None else None,
+            bm25=bm25,
             config=config,
             metrics=_read_json_folder(folder / "metrics"),
             training_args=_read_json_folder(folder / "training_args"),
@@ -257,9 +262,9 @@ class QASystem(nn.Module):
     @classmethod
     def from_components(
         cls,
-        retriever: str | os.PathLike,
+        retriever_dir: str | os.PathLike,
         index: str | os.PathLike | PassageIndex,
-        reader: str | os.PathLike | None = None,
+        reader_dir: str | os.PathLike | None = None,
         bm25: str | os.PathLike | Any | None = None,
         retrieval_metrics: str | os.PathLike | dict | None = None,
         reader_metrics: str | os.PathLike | dict | None = None,
@@ -268,37 +273,38 @@ class QASystem(nn.Module):
         """Assemble a system from training outputs; `.save_pretrained(dir)` on the result writes the system folder.
 
         Args:
-            retriever: retriever training folder (`question_encoder/`, `passage_encoder/`, `training_args.json`).
+            retriever_dir: retriever training folder (`question_encoder/`, `passage_encoder/`, `training_args.json`).
             index: a saved `PassageIndex` folder (checked against both encoders) or a loaded index.
-            reader: reader training folder (`reader/`, `training_args.json`) or the reader model folder itself.
+            reader_dir: reader training folder (`reader/`, `training_args.json`) or the reader model folder.
             bm25: a saved `BM25Retriever` folder (or a loaded one), enabling hybrid retrieval.
             retrieval_metrics / reader_metrics: `metrics.json` of `evaluate-retrieval` / `evaluate-reader`
                 (path or dict), reported in the model cards.
             config_kwargs: `QASystemConfig` serving defaults (`num_passages`, `retriever`, `hybrid_lambda`, ...).
         """
-        retriever = Path(retriever)
-        question_encoder = QuestionEncoder.from_pretrained(retriever / "question_encoder").eval()
-        passage_encoder = PassageEncoder.from_pretrained(retriever / "passage_encoder").eval()
+        retriever_dir = Path(retriever_dir)
+        question_encoder = QuestionEncoder.from_pretrained(retriever_dir / "question_encoder").eval()
+        passage_encoder = PassageEncoder.from_pretrained(retriever_dir / "passage_encoder").eval()
         if not isinstance(index, PassageIndex):
             index = PassageIndex.load(
                 index, question_encoder=question_encoder, passage_encoder=passage_encoder
             )
-        training_args = {"retriever": retriever / "training_args.json"}
-        reader_model = reader_dir = None
-        if reader is not None:
-            reader = Path(reader)
-            reader_dir = reader / "reader" if (reader / "reader" / "config.json").exists() else reader
-            reader_model = ExtractiveReader.from_pretrained(reader_dir).eval()
-            training_args["reader"] = reader / "training_args.json"
+        training_args = {"retriever": retriever_dir / "training_args.json"}
+        reader = reader_model_dir = None
+        if reader_dir is not None:
+            reader_dir = Path(reader_dir)
+            nested = reader_dir / "reader"
+            reader_model_dir = nested if (nested / "config.json").exists() else reader_dir
+            reader = ExtractiveReader.from_pretrained(reader_model_dir).eval()
+            training_args["reader"] = reader_dir / "training_args.json"
         metrics = {"retrieval": retrieval_metrics, "reader": reader_metrics}
         return cls(
             question_encoder=question_encoder,
-            question_tokenizer=_tokenizer(retriever / "question_encoder", question_encoder),
+            question_tokenizer=_tokenizer(retriever_dir / "question_encoder", question_encoder),
             index=index,
-            reader=reader_model,
-            reader_tokenizer=_tokenizer(reader_dir, reader_model) if reader_model is not None else None,
+            reader=reader,
+            reader_tokenizer=_tokenizer(reader_model_dir, reader) if reader is not None else None,
             passage_encoder=passage_encoder,
-            passage_tokenizer=_tokenizer(retriever / "passage_encoder", passage_encoder),
+            passage_tokenizer=_tokenizer(retriever_dir / "passage_encoder", passage_encoder),
             bm25=_load_bm25(Path(bm25)) if isinstance(bm25, (str, os.PathLike)) else bm25,
             config=QASystemConfig(**config_kwargs),
             metrics={name: _as_dict(value) for name, value in metrics.items() if value is not None},
@@ -428,7 +434,9 @@ def _load_bm25(path: Path) -> Any | None:
     try:
         from dpr_hf.retrieval import BM25Retriever
     except ImportError:
-        logger.warning(f"{path}: hybrid retrieval is off, its BM25 index needs dpr_hf (pip install dpr-hf)")
+        logger.warning(
+            f"{path}: retrieval is dense only, hybrid's BM25 index needs dpr_hf (pip install dpr-hf)"
+        )
         return None
     return BM25Retriever.load(path)
 
