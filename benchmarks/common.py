@@ -119,22 +119,24 @@ def timer(results: dict, key: str):
     results[key] = time.perf_counter() - start
 
 
-def open_squad(max_train_passages: int = 0, max_questions: int = 0, seed: int = 0):
+def open_squad(max_questions: int = 0, other_passages: int = 0, seed: int = 0):
     """DPR's SQuAD open setting: (corpus of every train + dev-a paragraph, dev-a questions).
 
-    With limits (quick mode) the corpus keeps every dev-a paragraph plus a seeded random sample of train
-    paragraphs, and a seeded random sample of the questions: every gold paragraph stays in the corpus.
+    With `max_questions` (quick mode): a seeded sample of the questions, and a corpus of their gold paragraphs plus
+    `other_passages` random train paragraphs as distractors.
     """
     from datasets import concatenate_datasets
 
     from dpr_hf.data import load_passages, load_questions
 
     train, dev = load_passages(str(SQUAD_TRAIN)), load_passages(str(SQUAD_DEV))
-    if 0 < max_train_passages < len(train):
-        train = train.shuffle(seed=seed).select(range(max_train_passages))
     questions = load_questions(str(SQUAD_DEV))
-    if 0 < max_questions < len(questions):
-        questions = questions.shuffle(seed=seed).select(range(max_questions))
+    if not 0 < max_questions < len(questions):
+        return concatenate_datasets([train, dev]), questions
+    questions = questions.shuffle(seed=seed).select(range(max_questions))
+    gold = set(questions["gold_passage_id"])
+    dev = dev.filter(lambda passage: passage["id"] in gold)
+    train = train.shuffle(seed=seed).select(range(min(other_passages, len(train))))
     return concatenate_datasets([train, dev]), questions
 
 

@@ -4,8 +4,8 @@ a top-k curve plot.
 
     python benchmarks/retrieval_quality.py [--quick] [--retriever PAIR_DIR] [--precision bf16]
 
-Corpus: every SQuAD v1.1 train + dev-a paragraph (~20K); questions: dev-a (5,665). `--quick`: every dev-a paragraph
-plus 435 random train paragraphs, 300 random questions. The trained pair's top-20 passages per question are saved
+Corpus: every SQuAD v1.1 train + dev-a paragraph (~20K); questions: dev-a (5,665). `--quick` (or `--questions N`):
+300 random questions, their gold paragraphs plus 500 random train paragraphs as the corpus. The trained pair's top-20 passages per question are saved
 for `reader_quality.py`.
 """
 
@@ -70,6 +70,10 @@ def dense_retriever(pair_dir, corpus, precision: str | None) -> tuple[DenseRetri
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small corpus and question sample (minutes)")
+    parser.add_argument("--questions", type=int, default=0, help="question sample (default all; quick 300)")
+    parser.add_argument(
+        "--distractors", type=int, default=500, help="train paragraphs added to a sample's corpus"
+    )
     parser.add_argument(
         "--retriever", type=common.Path, help="trained pair folder (default: train quickstart)"
     )
@@ -81,7 +85,7 @@ def main() -> None:
     output = common.RUNS / ("retrieval-quick" if args.quick else "retrieval")
     output.mkdir(parents=True, exist_ok=True)
     pair_dir = args.retriever or common.quickstart_models()[0]
-    corpus, questions = common.open_squad(*((435, 300) if args.quick else (0, 0)))
+    corpus, questions = common.open_squad(args.questions or (300 if args.quick else 0), args.distractors)
     print(f"corpus: {len(corpus)} passages, {len(questions)} questions; trained pair: {pair_dir}")
 
     seconds: dict[str, float] = {}
@@ -105,9 +109,10 @@ def main() -> None:
             evaluation = evaluate_retriever(retriever, questions, top_k=100, show_progress=False)
         metrics[name], curves[name] = evaluation.metrics, evaluation.curve
         print(name, {k: round(evaluation.metrics[k], 1) for k in KEYS}, flush=True)
-        if retriever is dense:  # the reader benchmark reads the trained retriever's top passages
+        if retriever in (bm25, dense):  # the reader benchmark reads these top passages
             top = [{**row, "ctxs": row["ctxs"][:20]} for row in evaluation.results]
-            (output / "dpr_hf_trained_top20.json").write_text(json.dumps(top, ensure_ascii=False))
+            file = "dpr_hf_trained_top20.json" if retriever is dense else "bm25_top20.json"
+            (output / file).write_text(json.dumps(top, ensure_ascii=False))
         del evaluation
     (output / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     plot = (output if args.quick else common.BENCH_DIR) / "retrieval_topk_squad.png"
@@ -121,7 +126,7 @@ def main() -> None:
         [
             f"Corpus {len(corpus):,} paragraphs (SQuAD v1.1 train + dev-a), {len(questions):,} dev-a questions; "
             "top-k = % of questions with an answer string in the top k (DPR's has_answer); gold_recall = % with "
-            f"the question's own paragraph in the top k. Trained pair: `{pair_dir.relative_to(common.ROOT)}` "
+            f"the question's own paragraph in the top k. Trained pair: `{pair_dir}` "
             f"(recipes/quickstart/retriever.yaml, 768 questions of the quickstart subset); dpr_hf encoding "
             f"precision {args.precision}. Plot: `{plot.relative_to(common.ROOT)}`.",
             common.table(["retriever", *KEYS, "top_20 / BM25"], rows),
