@@ -1,0 +1,120 @@
+"""Reader training through the shared engine: kill/resume exactness (tiny BERT) and a real MiniLM run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import yaml
+from safetensors.torch import load_file
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _train_results(path: Path) -> Path:
+    words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
+    records = []
+    for i in range(24):
+        answer = words[i % len(words)]
+        records.append(
+            {
+                "question": f"which word is number {i}?",
+                "answers": [answer],
+                "ctxs": [
+                    {
+                        "id": f"p{i}",
+                        "title": f"T{i}",
+                        "text": f"word {i} is {answer} and more",
+                        "has_answer": True,
+                    },
+                    {"id": f"n{i}a", "title": "N", "text": f"nothing about {i} here", "has_answer": False},
+                    {"id": f"n{i}b", "title": "M", "text": f"still nothing on {i + 1}", "has_answer": False},
+                ],
+            }
+        )
+    path.write_text(json.dumps(records), encoding="utf-8")
+    return path
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "dpr_hf.cli", "train-reader", *args]
+
+
+def _env() -> dict[str, str]:
+    # one thread: on a shared 2-core machine, two threads per process fight other jobs and run ~10x slower
+    return {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "CUDA_VISIBLE_DEVICES": "",
+        "OMP_NUM_THREADS": "1",
+    }
+
+
+def test_kill_and_resume_gives_the_same_weights(tmp_path, tiny_reader, tokenizer):
+    model_dir = tmp_path / "tiny-reader"
+    tiny_reader.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "model_name_or_path": str(model_dir),
+                "train_file": str(_train_results(tmp_path / "train.json")),
+                "max_length": 32,
+                "passages_per_question": 3,
+                "max_steps": 60,
+                "per_device_train_batch_size": 2,
+                "learning_rate": 1e-3,
+                "save_steps": 10,
+                "logging_steps": 5,
+                "disable_tqdm": True,
+                "seed": 3,
+            }
+        ),
+        encoding="utf-8",
+    )
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    subprocess.run(
+        _cli(str(recipe), "--output_dir", str(straight)), check=True, env=_env(), cwd=REPO, timeout=300
+    )
+
+    process = subprocess.Popen(
+        _cli(str(recipe), "--output_dir", str(interrupted)),
+        env=_env(),
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    first_checkpoint = interrupted / "checkpoints" / "step_10" / "trainer_state.json"
+    deadline = time.time() + 300
+    while not first_checkpoint.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert first_checkpoint.exists(), "no checkpoint was written before the deadline"
+    assert not (interrupted / "metrics.json").exists(), "training finished before it could be killed"
+
+    subprocess.run(
+        _cli(str(recipe), "--output_dir", str(interrupted), "--resume"),
+        check=True,
+        env=_env(),
+        cwd=REPO,
+        timeout=300,
+    )
+    expected = load_file(straight / "reader" / "model.safetensors")
+    resumed = load_file(interrupted / "reader" / "model.safetensors")
+    assert expected.keys() == resumed.keys()
+    for name, tensor in expected.items():
+        torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=1e-6, msg=name)
+    initial = load_file(model_dir / "model.safetensors")
+    assert not torch.equal(initial["qa_outputs.weight"], expected["qa_outputs.weight"])  # it did train
+    metrics = json.loads((interrupted / "metrics.json").read_text())
+    assert metrics["global_step"] == 60
+    assert (interrupted / "reader" / "tokenizer.json").exists()
