@@ -207,7 +207,7 @@ class RetrieverTask(TrainingTask):
             self.tokenizer,
             self.eval_dataset,
             args=self.args,
-            batch_size=self.train_batch_size,
+            batch_size=self.train_batch_size * accelerator.num_processes,  # the global batch, as in training
             encode_batch_size=self.eval_batch_size,
         )
 

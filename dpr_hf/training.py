@@ -94,6 +94,7 @@ class TrainingArguments:
     resume: bool = field(
         default=False, metadata={"help": "Continue from the latest checkpoint in output_dir."}
     )
+    use_cpu: bool = field(default=False, metadata={"help": "Train on the CPU even when a GPU is available."})
     dataloader_num_workers: int = 0
     disable_tqdm: bool = False
 
@@ -219,7 +220,11 @@ class Trainer:
         self.task = task
         self.args = args
         self.output_dir = Path(args.output_dir)
+        # several processes without a GPU (e.g. `torchrun --nproc_per_node 2` on CPUs): accelerate goes
+        # multi-CPU (gloo) only when told to use the CPU, else every process would think it is alone
+        several = int(os.environ.get("WORLD_SIZE", "1")) > 1
         self.accelerator = Accelerator(
+            cpu=args.use_cpu or (several and not torch.cuda.is_available()),
             mixed_precision=args.mixed_precision,
             gradient_accumulation_steps=args.gradient_accumulation_steps,
             dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
@@ -345,6 +350,9 @@ class Trainer:
             task.train_dataset(),
             batch_size=args.per_device_train_batch_size,
             shuffle=True,
+            # its own generator: starting an epoch then draws nothing from the global RNG (dropout), so a resumed
+            # run continues with exactly the random state the checkpoint saved
+            generator=torch.Generator().manual_seed(args.seed),
             collate_fn=collator,
             num_workers=args.dataloader_num_workers,
         )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from accelerate import PartialState
+
 from ..retriever_training import RetrieverArguments, train_retriever
 from ..training import TrainingArguments, parse_recipe
 
@@ -14,7 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Train question and passage encoders with DPR's in-batch negative loss. Settings come from the recipe "
         "YAML; any of them can be overridden as `--key value` after it (`--resume` continues from the latest "
-        "checkpoint). Run under `accelerate launch` for several processes/devices."
+        "checkpoint). Several processes: `accelerate launch --multi_gpu --num_processes N -m dpr_hf.cli "
+        "train-retriever ...` on GPUs, `torchrun --nproc_per_node N -m dpr_hf.cli train-retriever ...` on CPUs."
     )
     parser.epilog = "keys: " + ", ".join(keys)
     parser.add_argument("recipe", help="recipe YAML (e.g. recipes/quickstart/retriever.yaml)")
@@ -26,6 +29,7 @@ def run(args: argparse.Namespace) -> int:
         (RetrieverArguments, TrainingArguments), args.recipe, args.overrides
     )
     metrics = train_retriever(retriever_args, training_args)
-    summary = {k: v for k, v in metrics.items() if k != "log_history"}
-    print(f"saved {training_args.output_dir} ({summary})")
+    if PartialState().is_main_process:
+        summary = {k: v for k, v in metrics.items() if k != "log_history"}
+        print(f"saved {training_args.output_dir} ({summary})")
     return 0
