@@ -297,7 +297,7 @@ def test_original_checkpoint_errors(tmp_path, dpr_config, backbone_dir):
         load_original_dpr(tmp_path / "extra.pt", backbone=backbone_dir)
 
 
-def test_cli_convert_export_and_errors(tmp_path, minilm_path, dpr_config, inputs, capsys):
+def test_cli_convert_export_and_errors(tmp_path, minilm_path, dpr_config, backbone_dir, inputs, capsys):
     torch.manual_seed(5)
     source = DPRContextEncoder(dpr_config).eval()
     _save_transformers(source, tmp_path / "dpr", minilm_path, DPRContextEncoderTokenizer)
@@ -317,6 +317,17 @@ def test_cli_convert_export_and_errors(tmp_path, minilm_path, dpr_config, inputs
     assert "exists" in capsys.readouterr().err
     assert main(["convert", str(tmp_path / "dpr"), str(tmp_path / "ours"), "--overwrite"]) == 0
 
+    # An original bi-encoder file with --backbone; the pair then exports in the same layout.
+    torch.save(_original_biencoder(dpr_config, projection_dim=0)[0], tmp_path / "biencoder.pt")
+    assert (
+        main(["convert", str(tmp_path / "biencoder.pt"), str(tmp_path / "pair"), "--backbone", backbone_dir])
+        == 0
+    )
+    assert main(["convert", str(tmp_path / "pair"), str(tmp_path / "pair_dpr"), "--to", "transformers"]) == 0
+    assert type(AutoModel.from_pretrained(tmp_path / "pair_dpr" / "question_encoder")) is DPRQuestionEncoder
+    assert type(AutoModel.from_pretrained(tmp_path / "pair" / "passage_encoder")) is PassageEncoder
+    DPRContextEncoder(dpr_config).save_pretrained(tmp_path / "no_tokenizer")
+
     # Unknown layouts and wrong directions fail with one line, exit code 2.
     torch.save({"classifier.weight": torch.zeros(2, 2)}, tmp_path / "other.pt")
     (tmp_path / "empty").mkdir()
@@ -326,9 +337,11 @@ def test_cli_convert_export_and_errors(tmp_path, minilm_path, dpr_config, inputs
         [str(tmp_path / "ours"), str(tmp_path / "x")],
         [str(tmp_path / "dpr"), str(tmp_path / "x"), "--to", "transformers"],
         [str(tmp_path / "missing"), str(tmp_path / "x")],
+        [str(tmp_path / "no_tokenizer"), str(tmp_path / "x")],
     ):
         capsys.readouterr()
         assert main(["convert", *argv]) == 2, argv
+        # The error is one line (progress bars from loading may precede it), not a traceback.
         err = capsys.readouterr().err
-        assert err.startswith("dpr-hf convert: error:") and err.count("\n") == 1, err
-    assert not (tmp_path / "x").exists()
+        assert err.splitlines()[-1].startswith("dpr-hf convert: error:") and "Traceback" not in err, err
+    assert not [path.name for path in tmp_path.iterdir() if path.name.startswith((".x", "x"))]
