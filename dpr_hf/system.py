@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -191,8 +192,9 @@ class QASystem(nn.Module):
         the cache with `HF_HUB_OFFLINE=1`).
 
         Args:
-            with_passage_encoder: also load `passage_encoder/` (answering questions does not need it).
-            with_reader: also load `reader/` (retrieval alone does not need it).
+            with_passage_encoder: also load `passage_encoder/`; answering questions does not need it (in a
+                pipeline: `model_kwargs={"with_passage_encoder": False}` saves its memory).
+            with_reader: also load `reader/`; retrieval alone does not need it.
             dtype / device_map: passed to each model's `from_pretrained`.
             kwargs: Hub options (`revision`, `token`, `cache_dir`, `local_files_only`, `force_download`).
         """
@@ -350,8 +352,6 @@ class QASystem(nn.Module):
 
     def push_to_hub(self, repo_id: str, **kwargs) -> dict[str, str]:
         """Save the system to a temporary folder and upload it with its model cards (see `dpr_hf.hub.push_system`)."""
-        import tempfile
-
         try:
             from dpr_hf.hub import push_system
         except ImportError as error:
@@ -382,6 +382,8 @@ class QASystem(nn.Module):
         retriever = retriever or self.config.retriever
         if retriever not in RETRIEVERS:
             raise ValueError(f"retriever must be one of {RETRIEVERS}, got {retriever!r}")
+        if not questions:
+            return []
         if retriever == "dense":
             return self.index.search(self.encode_questions(questions).numpy(), k)
         if self.bm25 is None:

@@ -84,8 +84,10 @@ def test_round_trip_gives_the_same_answers(system, system_dir):
     assert loaded.metrics == system.metrics and loaded.training_args == system.training_args
     assert len(loaded.index) == len(PASSAGES) and loaded.bm25 is not None
     assert loaded.answer(QUESTIONS, top_k=3) == system.answer(QUESTIONS, top_k=3)
+    assert loaded.passage_encoder is not None and loaded.reader is not None
     serving = QASystem.from_pretrained(system_dir, with_passage_encoder=False)
     assert serving.passage_encoder is None and serving.config.passage_encoder is None
+    assert serving.retrieve([], 3) == []
 
 
 def test_save_replaces_an_existing_folder_atomically(system, tmp_path):
@@ -183,7 +185,13 @@ def test_bad_parameters_raise_value_error(qa, parameters, message):
 
 
 def test_dense_retrieval_pipeline_is_the_dense_retriever(system, system_dir):
-    retrieve = pipeline("dense-retrieval", model=str(system_dir), device="cpu")
+    retrieve = pipeline(
+        "dense-retrieval",
+        model=str(system_dir),
+        device="cpu",
+        model_kwargs={"with_reader": False, "with_passage_encoder": False},
+    )
+    assert retrieve.model.reader is None and retrieve.model.passage_encoder is None
     expected = DenseRetriever(system.question_encoder, system.question_tokenizer, system.index).search(
         QUESTIONS, 4
     )
