@@ -22,16 +22,17 @@ import numpy as np
 import pyarrow as pa
 import torch
 from accelerate import PartialState
-from accelerate.logging import get_logger
+from accelerate.utils import parse_flag_from_env
 from datasets import Dataset, concatenate_datasets, load_from_disk
 from safetensors import safe_open
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils import logging
 
 from .errors import MismatchError
 from .tokenization import PASSAGE_MAX_LENGTH, format_passages
 
-logger = get_logger(__name__)
+logger = logging.get_logger(__name__)
 
 EMBEDDINGS_COLUMN = "embeddings"
 ENCODING_FILE = "encoding.json"
@@ -94,6 +95,13 @@ def encoder_dir(path: str | os.PathLike, role: str) -> Path:
 
 
 # ------------------------------------------------------------------------------------------------------- encoding
+def distributed_state() -> PartialState:
+    """Accelerate's process state; on machines without an accelerator, asked for CPU explicitly, since accelerate
+    only detects a multi-process CPU run (`accelerate launch --multi_gpu` or `torchrun` there) when told cpu=True.
+    """
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.accelerator.is_available())
+
+
 def _length_order(titles: Sequence[str] | None, texts: Sequence[str]) -> np.ndarray:
     """Longest first, by characters: batches of similar length waste no padding, and an OOM shows at once."""
     lengths = np.fromiter((len(text) for text in texts), dtype=np.int64, count=len(texts))
@@ -214,7 +222,7 @@ def encode_corpus(
     a temporary name, then renamed) with `encoding.json` (encoder name + fingerprint, read by `PassageIndex`).
     Memory holds one shard of embeddings and one batch of token tensors at a time.
     """
-    state = PartialState()
+    state = distributed_state()
     output_dir = Path(output_dir)
     work_dir = output_dir.with_name(output_dir.name + ".shards")
     encoder = encoder.to(state.device).eval()
@@ -230,7 +238,7 @@ def encode_corpus(
     if (output_dir / ENCODING_FILE).exists():
         done = json.loads((output_dir / ENCODING_FILE).read_text())
         if all(done.get(key) == plan[key] for key in ("num_passages", "encoder_fingerprint", "max_length")):
-            logger.info(f"{output_dir} already holds these embeddings; nothing to do", main_process_only=True)
+            logger.info(f"{output_dir} already holds these embeddings; nothing to do")
             return load_from_disk(str(output_dir))
         raise FileExistsError(f"{output_dir} holds embeddings of another encoder or corpus; remove it first")
 
@@ -253,7 +261,7 @@ def encode_corpus(
     todo = [
         k for k in range(state.process_index, num_shards, state.num_processes) if not shard_dirs[k].exists()
     ]
-    logger.info(f"process {state.process_index}: {len(todo)} shard(s) to encode", main_process_only=False)
+    logger.info(f"process {state.process_index}: {len(todo)} shard(s) to encode")
     for k in todo:
         shard = passages.select(range(k * shard_size, min((k + 1) * shard_size, len(passages))))
         titles, texts = _passage_columns(shard)
@@ -435,7 +443,7 @@ class PassageIndex:
         sample = np.asarray(
             dataset.with_format("numpy", columns=[EMBEDDINGS_COLUMN])[rows][EMBEDDINGS_COLUMN]
         )
-        logger.info(f"training the FAISS index on {train_size} random vectors", main_process_only=True)
+        logger.info(f"training the FAISS index on {train_size} random vectors")
         sample = np.ascontiguousarray(sample, dtype=np.float32)
         if device is None:
             index.train(sample)

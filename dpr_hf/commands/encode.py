@@ -33,15 +33,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from accelerate import PartialState
     from transformers import AutoTokenizer
 
     from ..data import load_passages
-    from ..indexing import encode_corpus, encoder_dir
+    from ..indexing import distributed_state, encode_corpus, encoder_dir
     from ..modeling import PassageEncoder
 
     path = encoder_dir(args.passage_encoder, "passage")
-    with PartialState().main_process_first():  # one process builds the datasets cache, the others reuse it
+    state = distributed_state()
+    with state.main_process_first():  # one process builds the datasets cache, the others reuse it
         passages = load_passages(args.passages, split=args.split)
     encoder = PassageEncoder.from_pretrained(path)
     embeddings = encode_corpus(
@@ -55,6 +55,6 @@ def run(args: argparse.Namespace) -> int:
         precision=args.precision,
         encoder_name=str(path),
     )
-    if PartialState().is_main_process:
+    if state.is_main_process:
         print(f"encoded {len(embeddings)} passages into {args.output}")
     return 0
