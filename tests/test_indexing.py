@@ -1,0 +1,331 @@
+"""Corpus encoding (order, precision, shards, resume, two processes) and PassageIndex (search, save/load, checks)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pytest
+import torch
+from datasets import Dataset, load_from_disk
+
+from dpr_hf import (
+    PassageEncoder,
+    PassageEncoderConfig,
+    QuestionEncoder,
+    QuestionEncoderConfig,
+    format_passages,
+)
+from dpr_hf.errors import MismatchError
+from dpr_hf.indexing import (
+    PassageIndex,
+    encode_corpus,
+    encode_passages,
+    encoder_fingerprint,
+    pretrained_fingerprint,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _vectors(n: int, dim: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
+
+
+def _dataset(vectors: np.ndarray) -> Dataset:
+    n = len(vectors)
+    return Dataset.from_dict(
+        {
+            "id": [f"p{i}" for i in range(n)],
+            "title": [f"title {i}" for i in range(n)],
+            "text": [f"text {i}" for i in range(n)],
+            "embeddings": vectors,
+        }
+    )
+
+
+def _passages(n: int = 40) -> Dataset:
+    words = "the quick brown fox jumps over a lazy dog while norman knights ride to rouen".split()
+    return Dataset.from_dict(
+        {
+            "id": [str(i) for i in range(n)],
+            "title": [f"Article {i % 5}" if i % 3 else "" for i in range(n)],
+            "text": [" ".join(words[(i + j) % len(words)] for j in range(3 + 7 * (i % 6))) for i in range(n)],
+        }
+    )
+
+
+def _recall(found: np.ndarray, exact: np.ndarray) -> float:
+    return float(np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(found, exact, strict=True)]))
+
+
+def _save_pair(path: Path, tokenizer, config, seed: int) -> Path:
+    torch.manual_seed(seed)
+    for model in (
+        QuestionEncoder(QuestionEncoderConfig(encoder=config)),
+        PassageEncoder(PassageEncoderConfig(encoder=config)),
+    ):
+        folder = path / f"{model.role}_encoder"
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+    return path
+
+
+# --------------------------------------------------------------------------------------------------- search
+def test_flat_search_equals_numpy_dot_product():
+    vectors, queries = _vectors(500, 16), _vectors(7, 16, seed=1)
+    index = PassageIndex.build(_dataset(vectors))
+    results = index.search(queries, k=10)
+    scores = queries @ vectors.T
+    expected = np.argsort(-scores, axis=1, kind="stable")[:, :10]
+    for row, hits in enumerate(results):
+        assert [hit["id"] for hit in hits] == [f"p{i}" for i in expected[row]]
+        np.testing.assert_allclose([hit["score"] for hit in hits], scores[row, expected[row]], rtol=1e-5)
+        assert set(hits[0]) == {"id", "title", "text", "score"}
+
+
+def test_build_leaves_the_callers_dataset_without_index():
+    dataset = _dataset(_vectors(20, 8))
+    PassageIndex.build(dataset)
+    assert dataset.list_indexes() == []
+
+
+def test_hnsw_recall_at_10_is_close_to_flat_on_100k_vectors():
+    vectors, queries = _vectors(100_000, 32), _vectors(100, 32, seed=1)
+    ids = [str(i) for i in range(len(vectors))]
+    index = PassageIndex.build(Dataset.from_dict({"id": ids, "embeddings": vectors}), factory="HNSW32")
+    assert index.manifest["search_parameters"] == {"efSearch": 128}
+    _, found = index.faiss_index.search(queries, 10)
+    # Unnormalised vectors: the inner-product top 10 differs from the L2 one, so a wrong metric fails here.
+    exact = np.argsort(-(queries @ vectors.T), axis=1)[:, :10]
+    assert _recall(found, exact) >= 0.95
+
+
+def test_ivf_is_trained_on_a_random_sample_not_the_first_rows():
+    # The first 1,000 rows repeat one vector: trained on them (datasets' train_size), k-means finds one cluster
+    # and every vector lands in the same inverted list.
+    vectors = _vectors(4_000, 16)
+    vectors[:1_000] = vectors[0]
+    index = PassageIndex.build(_dataset(vectors), factory="IVF16,Flat", train_size=1_000, seed=0)
+    assert index.manifest["train_size"] == 1_000 and index.manifest["search_parameters"] == {"nprobe": 32}
+    ivf = faiss.extract_index_ivf(index.faiss_index)
+    sizes = [ivf.invlists.list_size(i) for i in range(ivf.nlist)]
+    assert sum(sizes) == 4_000 and max(sizes) < 0.5 * 4_000
+    queries = _vectors(20, 16, seed=1)
+    found = [[int(hit["id"][1:]) for hit in hits] for hits in index.search(queries, 10)]
+    assert (
+        _recall(np.array(found), np.argsort(-(queries @ vectors.T), axis=1)[:, :10]) == 1.0
+    )  # nprobe >= nlist
+
+
+# ------------------------------------------------------------------------------------------------ save / load
+def test_save_load_round_trip(tmp_path):
+    vectors, queries = _vectors(300, 16), _vectors(5, 16, seed=1)
+    index = PassageIndex.build(
+        _dataset(vectors), factory="HNSW32", encoder_name="enc", encoder_fingerprint="sha256:x"
+    )
+    index.save(tmp_path / "index")
+    assert sorted(os.listdir(tmp_path / "index")) == ["index.faiss", "manifest.json", "passages"]
+    assert not list(tmp_path.glob("*.tmp"))
+    loaded = PassageIndex.load(tmp_path / "index")
+    assert loaded.manifest == index.manifest and len(loaded) == 300 and loaded.embedding_dim == 16
+    assert loaded.search(queries, 5) == index.search(queries, 5)
+    index.save(tmp_path / "index")  # overwriting an index folder works too
+    assert PassageIndex.load(tmp_path / "index").search(queries, 5) == index.search(queries, 5)
+
+
+@pytest.fixture
+def saved_index(tmp_path):
+    PassageIndex.build(_dataset(_vectors(30, 32))).save(tmp_path / "index")
+    return tmp_path / "index"
+
+
+def _edit_manifest(path: Path, **changes) -> None:
+    manifest = json.loads((path / "manifest.json").read_text())
+    (path / "manifest.json").write_text(json.dumps({**manifest, **changes}))
+
+
+def test_load_refuses_other_passage_count(saved_index, tmp_path):
+    _edit_manifest(saved_index, num_passages=31)
+    with pytest.raises(MismatchError, match="30 passages, the manifest 31"):
+        PassageIndex.load(saved_index)
+
+
+def test_load_refuses_index_of_other_passages(saved_index, tmp_path):
+    PassageIndex.build(_dataset(_vectors(12, 32))).save(tmp_path / "small")
+    shutil.copy(tmp_path / "small" / "index.faiss", saved_index / "index.faiss")
+    with pytest.raises(MismatchError, match="index.faiss does not fit the 30 passages"):
+        PassageIndex.load(saved_index)
+
+
+def test_load_refuses_other_dim(saved_index):
+    _edit_manifest(saved_index, embedding_dim=16)
+    with pytest.raises(MismatchError, match="32-dim embeddings, the manifest says 16"):
+        PassageIndex.load(saved_index)
+
+
+def test_load_refuses_other_factory(saved_index):
+    _edit_manifest(saved_index, factory="HNSW32")
+    with pytest.raises(MismatchError, match="factory 'HNSW32'"):
+        PassageIndex.load(saved_index)
+
+
+def test_load_refuses_folder_without_manifest(saved_index):
+    (saved_index / "manifest.json").unlink()
+    with pytest.raises(FileNotFoundError, match="no manifest.json"):
+        PassageIndex.load(saved_index)
+
+
+def test_load_refuses_question_encoder_of_other_dim(saved_index, tiny_bert_config):
+    projected = QuestionEncoder(QuestionEncoderConfig(encoder=tiny_bert_config, projection_dim=8))
+    with pytest.raises(MismatchError, match="8-dim vectors but the index"):
+        PassageIndex.load(saved_index, question_encoder=projected)
+    PassageIndex.load(
+        saved_index, question_encoder=QuestionEncoder(QuestionEncoderConfig(encoder=tiny_bert_config))
+    )
+
+
+def test_load_refuses_encoders_of_another_pair(tmp_path, tokenizer, tiny_bert_config):
+    pair_a = _save_pair(tmp_path / "a", tokenizer, tiny_bert_config, seed=0)
+    pair_b = _save_pair(tmp_path / "b", tokenizer, tiny_bert_config, seed=1)
+    passage_encoder = PassageEncoder.from_pretrained(pair_a / "passage_encoder")
+    assert encoder_fingerprint(passage_encoder) == pretrained_fingerprint(pair_a / "passage_encoder")
+    embedded = encode_passages(passage_encoder, tokenizer, _passages(10), show_progress=False)
+    PassageIndex.build(
+        embedded, encoder_name="a", encoder_fingerprint=encoder_fingerprint(passage_encoder)
+    ).save(tmp_path / "index")
+
+    PassageIndex.load(
+        tmp_path / "index", question_encoder=QuestionEncoder.from_pretrained(pair_a / "question_encoder")
+    )
+    with pytest.raises(MismatchError, match="was encoded with passage encoder 'a'"):
+        PassageIndex.load(
+            tmp_path / "index", question_encoder=QuestionEncoder.from_pretrained(pair_b / "question_encoder")
+        )
+    with pytest.raises(MismatchError, match="was encoded with passage encoder 'a'"):
+        PassageIndex.load(
+            tmp_path / "index", passage_encoder=PassageEncoder.from_pretrained(pair_b / "passage_encoder")
+        )
+
+
+# --------------------------------------------------------------------------------------------------- encoding
+def test_encode_passages_keeps_corpus_order_and_matches_one_by_one(tiny_passage_encoder, tokenizer):
+    passages = _passages(12)
+    encoded = encode_passages(tiny_passage_encoder, tokenizer, passages, batch_size=5, show_progress=False)
+    assert encoded["id"] == passages["id"] and encoded.features["embeddings"].length == 32
+    with torch.no_grad():
+        single = [
+            tiny_passage_encoder(**format_passages(tokenizer, [row["title"]], [row["text"]]))
+            .pooler_output[0]
+            .numpy()
+            for row in passages
+        ]
+    np.testing.assert_allclose(np.array(encoded["embeddings"]), np.stack(single), atol=1e-5)
+
+
+def test_encode_passages_bf16_autocast_is_close_to_fp32(tiny_passage_encoder, tokenizer):
+    passages = _passages(8)
+    full = np.array(
+        encode_passages(tiny_passage_encoder, tokenizer, passages, show_progress=False)["embeddings"]
+    )
+    half = encode_passages(tiny_passage_encoder, tokenizer, passages, precision="bf16", show_progress=False)
+    assert half.features["embeddings"].feature.dtype == "float32"
+    half = np.array(half["embeddings"])
+    cosine = (full * half).sum(1) / np.linalg.norm(full, axis=1) / np.linalg.norm(half, axis=1)
+    assert cosine.min() > 0.99 and not np.array_equal(full, half)
+
+
+def test_encode_corpus_resumes_from_finished_shards(tmp_path, tiny_passage_encoder, tokenizer):
+    passages = _passages(40)
+    reference = encode_passages(tiny_passage_encoder, tokenizer, passages, batch_size=4, show_progress=False)
+    calls, crash = [], [True]
+
+    def crash_on_third_shard(module, args, output):
+        calls.append(1)
+        if crash[0] and len(calls) == 5:  # 2 batches per shard: dies inside the third shard
+            raise RuntimeError("simulated crash")
+
+    handle = tiny_passage_encoder.register_forward_hook(crash_on_third_shard)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        encode_corpus(
+            tiny_passage_encoder,
+            tokenizer,
+            passages,
+            tmp_path / "emb",
+            shard_size=8,
+            batch_size=4,
+            show_progress=False,
+        )
+    finished = sorted(path.name for path in (tmp_path / "emb.shards").glob("shard-*"))
+    assert finished == ["shard-00000-of-00005", "shard-00001-of-00005"] and not (tmp_path / "emb").exists()
+
+    calls.clear()
+    crash[0] = False
+    encoded = encode_corpus(
+        tiny_passage_encoder,
+        tokenizer,
+        passages,
+        tmp_path / "emb",
+        shard_size=8,
+        batch_size=4,
+        show_progress=False,
+    )
+    handle.remove()
+    assert len(calls) == 6  # only the 3 missing shards were encoded
+    assert encoded["id"] == passages["id"]
+    np.testing.assert_allclose(np.array(encoded["embeddings"]), np.array(reference["embeddings"]), atol=1e-5)
+    assert sorted(os.listdir(tmp_path)) == ["emb"]  # shards merged and removed, no temporary folders left
+    info = json.loads((tmp_path / "emb" / "encoding.json").read_text())
+    assert (
+        info["encoder_fingerprint"] == encoder_fingerprint(tiny_passage_encoder)
+        and info["num_passages"] == 40
+    )
+
+
+def test_encode_corpus_refuses_shards_of_another_encoder(
+    tmp_path, tiny_passage_encoder, tiny_bert_config, tokenizer
+):
+    passages = _passages(16)
+    (tmp_path / "emb.shards").mkdir()
+    other = PassageEncoder(PassageEncoderConfig(encoder=tiny_bert_config, pooling="mean"))
+    plan = {"num_passages": 16, "shard_size": 8, "max_length": 256, "embedding_dim": 32, "encoder_name": None,
+            "encoder_fingerprint": encoder_fingerprint(other)}  # fmt: skip
+    (tmp_path / "emb.shards" / "plan.json").write_text(json.dumps(plan))
+    with pytest.raises(MismatchError, match="other encoder_fingerprint"):
+        encode_corpus(
+            tiny_passage_encoder, tokenizer, passages, tmp_path / "emb", shard_size=8, show_progress=False
+        )
+
+
+def test_two_processes_encode_the_same_embeddings_as_one(tmp_path, tokenizer, tiny_bert_config):
+    pair = _save_pair(tmp_path / "pair", tokenizer, tiny_bert_config, seed=0)
+    passages = _passages(30)
+    passages.save_to_disk(str(tmp_path / "corpus"))
+    encoder = PassageEncoder.from_pretrained(pair / "passage_encoder")
+    single = encode_corpus(encoder, tokenizer, passages, tmp_path / "one", shard_size=7, show_progress=False)
+    # accelerate's --cpu flag launches one process without MPI; --multi_gpu launches two (gloo) on a CPU machine.
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517",
+               "-m", "dpr_hf.cli", "encode", "--passage-encoder", str(pair), "--passages", str(tmp_path / "corpus"),
+               "--output", str(tmp_path / "two"), "--shard-size", "7"]  # fmt: skip
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    completed = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert completed.stdout.count("encoded 30 passages") == 1  # two ranks of one run, not two single runs
+    double = load_from_disk(str(tmp_path / "two"))
+    assert double["id"] == single["id"]
+    np.testing.assert_allclose(np.array(double["embeddings"]), np.array(single["embeddings"]), atol=1e-6)
+
+
+def test_inner_product_metric_is_recorded(saved_index):
+    index = PassageIndex.load(saved_index)
+    assert (
+        index.faiss_index.metric_type == faiss.METRIC_INNER_PRODUCT
+        and index.manifest["metric"] == "inner_product"
+    )
