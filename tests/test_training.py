@@ -319,3 +319,43 @@ def test_two_processes_train_like_one_process_on_the_global_batch(
     for name, weight in expected.items():
         if name != shift_invariant:
             torch.testing.assert_close(actual[name], weight, atol=1e-5, rtol=1e-4, msg=name)
+
+
+# ------------------------------------------------------------------------------------------------ real training
+@pytest.mark.slow
+def test_minilm_training_on_squad_improves_dev_loss_and_average_rank(tmp_path):
+    """A short real run from the offline MiniLM weights on SQuAD questions (in-batch negatives only)."""
+    from dpr_hf.retriever_training import train_retriever
+
+    data = REPO / "data" / "quickstart"
+    retriever_args = RetrieverArguments(
+        model_name_or_path="minilm",
+        train_file=str(data / "squad-train-subset.json.gz"),
+        dev_file=str(data / "squad-dev-subset.json.gz"),
+        max_train_samples=192,
+        max_eval_samples=160,
+        pooling="mean",
+        question_max_length=32,
+        passage_max_length=128,
+    )
+    training_args = TrainingArguments(
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=32,
+        learning_rate=5e-5,
+        warmup_steps=1,
+        max_grad_norm=2.0,
+        eval_on_start=True,
+        logging_steps=1,
+        disable_tqdm=True,
+    )
+    metrics = train_retriever(retriever_args, training_args)
+    evaluations = [r for r in metrics["log_history"] if "eval_loss" in r]
+    before, after = evaluations[0], evaluations[-1]
+    assert (before["step"], after["step"]) == (0, 6)
+    assert after["eval_loss"] < before["eval_loss"]
+    assert after["eval_average_rank"] < before["eval_average_rank"]
+    for tower in ("question_encoder", "passage_encoder"):
+        assert (tmp_path / "out" / tower / "model.safetensors").is_file()
+        assert (tmp_path / "out" / tower / "tokenizer.json").is_file()
+    saved = json.loads((tmp_path / "out" / "training_args.json").read_text())
+    assert saved["pooling"] == "mean" and saved["learning_rate"] == 5e-5
