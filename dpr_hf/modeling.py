@@ -1,8 +1,8 @@
 """The DPR models: `QuestionEncoder` (E_Q), `PassageEncoder` (E_P) and `ExtractiveReader`.
 
 sim(q, p) = E_Q(q) . E_P(p). Each model wraps any transformers encoder backbone built from `config.encoder`.
-This module is copied next to saved models (``register_for_auto_class``): it imports only from `.configuration`
-and transformers, so a folder loads with ``trust_remote_code=True`` where dpr_hf is not installed.
+This module is copied next to saved models (``register_for_auto_class``): it imports only from `.configuration`,
+`.errors` and transformers, so a folder loads with ``trust_remote_code=True`` where dpr_hf is not installed.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from .configuration import (
     PassageEncoderConfig,
     QuestionEncoderConfig,
 )
+from .errors import MismatchError
 
 
 @dataclass
@@ -119,7 +120,7 @@ class DPREncoder(DPRPreTrainedModel):
     def __init__(self, config: DPREncoderConfig):
         super().__init__(config)
         if self.role and config.role != self.role:
-            raise ValueError(
+            raise MismatchError(
                 f"this checkpoint is a {config.role} encoder, not a {self.role} encoder: load it with "
                 f"{config.role.capitalize()}Encoder.from_pretrained (or AutoModel.from_pretrained)"
             )
