@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
@@ -118,3 +119,53 @@ def test_kill_and_resume_gives_the_same_weights(tmp_path, tiny_reader, tokenizer
     metrics = json.loads((interrupted / "metrics.json").read_text())
     assert metrics["global_step"] == 60
     assert (interrupted / "reader" / "tokenizer.json").exists()
+
+
+@pytest.fixture
+def single_thread():
+    """One thread, as the subprocesses: two threads fight the other jobs of a shared 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.slow
+def test_training_from_minilm_raises_dev_exact_match(tmp_path, single_thread):
+    """A real run: the offline MiniLM backbone, 640 SQuAD train questions (gold paragraph, 128 tokens), then dev
+    EM/F1 on 100 dev questions reading BM25's top passage. The untrained reader (evaluated at step 0) is at ~0 EM."""
+    from dpr_hf.reader_training import ReaderArguments, train_reader
+    from dpr_hf.training import TrainingArguments
+
+    data = REPO / "data" / "quickstart"
+    args = ReaderArguments(
+        model_name_or_path="minilm",
+        train_file=str(data / "squad-train-subset.json.gz"),
+        dev_file=str(data / "squad-dev-subset.json.gz"),
+        max_train_samples=640,
+        max_eval_samples=100,
+        max_length=128,
+        passages_per_question=1,
+        eval_passages_per_question=1,
+        num_retrieved=1,
+    )
+    training = TrainingArguments(
+        output_dir=str(tmp_path / "reader-run"),
+        num_train_epochs=1,
+        per_device_train_batch_size=4,
+        learning_rate=2e-4,
+        warmup_steps=3,
+        max_grad_norm=2.0,
+        logging_steps=20,
+        eval_on_start=True,
+        disable_tqdm=True,
+    )
+    metrics = train_reader(args, training)
+    evaluations = [record for record in metrics["log_history"] if "eval_em" in record]
+    untrained, trained = evaluations[0], evaluations[-1]
+    assert untrained["step"] == 0 and trained["step"] == metrics["global_step"] > 100
+    assert untrained["eval_em"] <= 2.0
+    assert trained["eval_em"] >= untrained["eval_em"] + 5.0, evaluations
+    assert trained["eval_f1"] >= untrained["eval_f1"] + 5.0, evaluations
+    assert (tmp_path / "reader-run" / "reader" / "model.safetensors").exists()
+    assert json.loads((tmp_path / "reader-run" / "metrics.json").read_text())["best_em"] == trained["eval_em"]
