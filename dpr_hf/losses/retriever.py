@@ -19,13 +19,18 @@ SIMILARITIES = ("dot", "cosine")
 def similarity_scores(
     q_vectors: torch.Tensor, p_vectors: torch.Tensor, similarity: str = "dot", temperature: float = 1.0
 ) -> torch.Tensor:
-    """`(num_questions, num_passages)` scores: dot product (DPR) or cosine, divided by `temperature`."""
+    """`(num_questions, num_passages)` scores: dot product (DPR) or cosine, divided by `temperature`.
+
+    Computed in float32 even under mixed precision: half-precision scores tie and round the softmax.
+    """
     if similarity not in SIMILARITIES:
         raise ValueError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}")
-    if similarity == "cosine":
-        q_vectors = F.normalize(q_vectors, dim=-1)
-        p_vectors = F.normalize(p_vectors, dim=-1)
-    return q_vectors @ p_vectors.T / temperature
+    with torch.autocast(q_vectors.device.type, enabled=False):
+        q_vectors, p_vectors = q_vectors.float(), p_vectors.float()
+        if similarity == "cosine":
+            q_vectors = F.normalize(q_vectors, dim=-1)
+            p_vectors = F.normalize(p_vectors, dim=-1)
+        return q_vectors @ p_vectors.T / temperature
 
 
 def _world() -> tuple[int, int]:
@@ -97,7 +102,7 @@ def in_batch_nll_loss(
         offset = sum(p_sizes[:rank])
         positive_idx, _ = gather_with_local_grad(positive_idx + offset)
     scores = similarity_scores(q_vectors, p_vectors, similarity, temperature)
-    loss = F.cross_entropy(scores.float(), positive_idx)
+    loss = F.cross_entropy(scores, positive_idx)
     if gather and world_size > 1:
         loss = _ScaleGradient.apply(loss, float(world_size))
     return loss
