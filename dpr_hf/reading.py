@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 import torch
 from transformers import BatchEncoding, PreTrainedModel, PreTrainedTokenizerBase
 
+from .tokenization import QUESTION_MAX_LENGTH
+
 READER_MAX_LENGTH = 350
 
 
@@ -39,6 +41,7 @@ def encode_reader_inputs(
         raise ValueError(
             f"got {len(questions)} questions, {len(titles)} titles and {len(texts)} passage texts"
         )
+    questions = _truncate_questions(tokenizer, questions, min(QUESTION_MAX_LENGTH, max_length // 2))
     # The second segment is "title [SEP] text": the tokenizer's own pair template adds [CLS]/[SEP] around it, and
     # the text starts at a known character position, which tells title tokens from text tokens.
     separator = f" {tokenizer.sep_token} "
@@ -67,6 +70,24 @@ def encode_reader_inputs(
     encoded["span_mask"] = span_masks
     encoded["text_offsets"] = text_offsets
     return encoded
+
+
+def _truncate_questions(
+    tokenizer: PreTrainedTokenizerBase, questions: Sequence[str], max_tokens: int
+) -> list[str]:
+    """Cut each question after its first `max_tokens` tokens, as the question encoder reads no more either: a
+    question longer than the reader's input would leave no room for the passage (the tokenizer then fails)."""
+    offsets = tokenizer(
+        list(questions),
+        add_special_tokens=False,
+        truncation=True,
+        max_length=max_tokens + 1,  # one more tells a question that was cut from one that just fits
+        return_offsets_mapping=True,
+    )["offset_mapping"]
+    return [
+        question if len(spans) <= max_tokens else question[: spans[max_tokens - 1][1]]
+        for question, spans in zip(questions, offsets, strict=True)
+    ]
 
 
 def best_spans(
@@ -211,9 +232,9 @@ def read(
     passages: Sequence[Sequence[dict]],
     max_answer_length: int = 10,
     top_k: int = 1,
-    num_spans: int = 1,
     max_length: int = READER_MAX_LENGTH,
     batch_size: int = 32,
+    num_spans: int = 1,
 ) -> list[list[dict]]:
     """Extract answers for each question from its passages (dicts with `text`, and `id`/`title`/`score`).
 
