@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import BatchEncoding, PreTrainedModel, PreTrainedTokenizerBase
 
+from .errors import MismatchError
 from .tokenization import QUESTION_MAX_LENGTH
 
 READER_MAX_LENGTH = 350
@@ -146,6 +147,26 @@ def _passage_dict(passage: dict) -> dict:
     }
 
 
+def check_reader_tokenizer(reader: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Refuse a tokenizer that is visibly not the reader's: ids past its embeddings, or another padding id.
+
+    Either would otherwise surface as an index error deep in torch or as silently wrong answers.
+    """
+    backbone = getattr(reader.config, "encoder", reader.config)
+    name = reader.name_or_path or type(reader).__name__
+    if len(tokenizer) > backbone.vocab_size:
+        raise MismatchError(
+            f"the tokenizer ({tokenizer.name_or_path or type(tokenizer).__name__}) has {len(tokenizer)} tokens "
+            f"but reader {name} embeds only {backbone.vocab_size}: use the tokenizer saved with the reader"
+        )
+    pad_id = getattr(backbone, "pad_token_id", None)
+    if pad_id is not None and tokenizer.pad_token_id != pad_id:
+        raise MismatchError(
+            f"the tokenizer ({tokenizer.name_or_path or type(tokenizer).__name__}) pads with id "
+            f"{tokenizer.pad_token_id} but reader {name} with id {pad_id}: use the tokenizer saved with the reader"
+        )
+
+
 @torch.inference_mode()
 def score_passages(
     reader: PreTrainedModel,
@@ -164,6 +185,7 @@ def score_passages(
     """
     if len(questions) != len(passages):
         raise ValueError(f"got {len(questions)} questions but passage lists for {len(passages)}")
+    check_reader_tokenizer(reader, tokenizer)
     pairs = [(q, p) for q, question_passages in enumerate(passages) for p in range(len(question_passages))]
     encoded = encode_reader_inputs(
         tokenizer,
