@@ -37,8 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args) or 0)
-    except (DPRDataError, MismatchError, FileNotFoundError, NotADirectoryError) as error:
-        print(f"dpr-hf {args.command}: error: {error}", file=sys.stderr)
+    # OSError besides FileNotFoundError/NotADirectoryError: transformers reports a model or tokenizer it cannot
+    # find (a missing folder, a folder without config.json, an uncached Hub id offline) as a bare OSError.
+    except (DPRDataError, MismatchError, OSError) as error:
+        message = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+        print(f"dpr-hf {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 
