@@ -435,8 +435,11 @@ class PassageIndex:
     def _train(
         index: faiss.Index, dataset: Dataset, train_size: int | None, seed: int, device: int | None
     ) -> tuple[faiss.Index, int]:
+        ivf = faiss.try_extract_index_ivf(index)  # a view into `index`
+        if ivf is not None and isinstance(faiss.downcast_index(ivf), faiss.IndexIVFPQ):
+            # Polysemous codes only serve Hamming pre-filtering, which search does not use; training them is slow.
+            faiss.downcast_index(ivf).do_polysemous_training = False
         if train_size is None:
-            ivf = faiss.try_extract_index_ivf(index)
             train_size = max(100_000, 50 * ivf.nlist) if ivf is not None else 100_000
         train_size = min(train_size, len(dataset))
         rows = np.sort(np.random.default_rng(seed).choice(len(dataset), size=train_size, replace=False))
