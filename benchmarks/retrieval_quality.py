@@ -84,7 +84,7 @@ def main() -> None:
     started = common.now()
     output = common.RUNS / ("retrieval-quick" if args.quick else "retrieval")
     output.mkdir(parents=True, exist_ok=True)
-    pair_dir = args.retriever or common.quickstart_models()[0]
+    pair_dir = args.retriever or common.quickstart_retriever()
     corpus, questions = common.open_squad(args.questions or (300 if args.quick else 0), args.distractors)
     print(f"corpus: {len(corpus)} passages, {len(questions)} questions; trained pair: {pair_dir}")
 
