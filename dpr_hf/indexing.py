@@ -246,8 +246,9 @@ def encode_corpus(
         plan_file = work_dir / "plan.json"
         if plan_file.exists():
             previous = json.loads(plan_file.read_text())
-            if previous != plan:
-                changed = sorted(key for key in plan if previous.get(key) != plan[key])
+            # Everything but the name decides whether finished shards can be reused.
+            changed = sorted(key for key in plan if key != "encoder_name" and previous.get(key) != plan[key])
+            if changed:
                 raise MismatchError(
                     f"{work_dir} holds shards of an earlier run with other {', '.join(changed)}; "
                     "delete that folder to start afresh"
