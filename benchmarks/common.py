@@ -161,21 +161,23 @@ def quickstart_negatives(output: Path = RUNS / "quickstart") -> Path:
     return negatives
 
 
-def quickstart_models(output: Path = RUNS / "quickstart") -> tuple[Path, Path]:
-    """(retriever pair folder, reader folder) trained with recipes/quickstart, as `make quickstart` trains them.
-
-    Each step is skipped when its output exists, so later benchmarks reuse the models.
-    """
-    negatives = quickstart_negatives(output)
-    retriever, reader = output / "retriever", output / "reader"
+def quickstart_retriever(output: Path = RUNS / "quickstart") -> Path:
+    """The encoder pair trained with recipes/quickstart/retriever.yaml, as `make quickstart` trains it (once)."""
+    negatives, retriever = quickstart_negatives(output), output / "retriever"
     if not (retriever / "metrics.json").exists():
         dpr_hf_cli(
             *("train-retriever", str(ROOT / "recipes/quickstart/retriever.yaml"), "--resume"),
             *("--train_file", str(negatives), "--output_dir", str(retriever), "--disable_tqdm", "true"),
         )
+    return retriever
+
+
+def quickstart_reader(output: Path = RUNS / "quickstart") -> Path:
+    """The reader trained with recipes/quickstart/reader.yaml, as `make quickstart` trains it (once)."""
+    reader = output / "reader"
     if not (reader / "metrics.json").exists():
         dpr_hf_cli(
             *("train-reader", str(ROOT / "recipes/quickstart/reader.yaml"), "--resume"),
             *("--output_dir", str(reader), "--disable_tqdm", "true"),
         )
-    return retriever, reader
+    return reader

@@ -36,7 +36,7 @@ def main() -> None:
         raise SystemExit(
             f"no {retrieval}/dpr_hf_trained_top20.json: run benchmarks/retrieval_quality.py first"
         )
-    reader_dir = args.reader or common.quickstart_models()[1]
+    reader_dir = args.reader or common.quickstart_reader()
     reader, tokenizer = load_reader(reader_dir)
     top_n = (1, 5) if args.quick else (1, 5, 20)
     count = args.questions or (100 if args.quick else 1000)

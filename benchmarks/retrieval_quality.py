@@ -115,7 +115,7 @@ def main() -> None:
             (output / file).write_text(json.dumps(top, ensure_ascii=False))
         del evaluation
     (output / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    plot = (output if args.quick else common.BENCH_DIR) / "retrieval_topk_squad.png"
+    plot = common.BENCH_DIR / f"retrieval_topk_squad{'_quick' if args.quick else ''}.png"
     plot_top_k_curves(
         curves, plot, title=f"SQuAD open, {len(questions)} dev-a questions, {len(corpus)} passages"
     )
@@ -124,7 +124,13 @@ def main() -> None:
     rows = [[name, *(m[k] for k in KEYS), m["top_20"] / bm25_top20] for name, m in metrics.items()]
     body = "\n\n".join(
         [
-            f"Corpus {len(corpus):,} paragraphs (SQuAD v1.1 train + dev-a), {len(questions):,} dev-a questions; "
+            f"Corpus {len(corpus):,} paragraphs ("
+            + (
+                "every SQuAD v1.1 train + dev-a paragraph"
+                if len(corpus) > 19_000
+                else f"a sample: the questions' gold paragraphs + {args.distractors} random train paragraphs"
+            )
+            + f"), {len(questions):,} dev-a questions; "
             "top-k = % of questions with an answer string in the top k (DPR's has_answer); gold_recall = % with "
             f"the question's own paragraph in the top k. Trained pair: `{pair_dir}` "
             f"(recipes/quickstart/retriever.yaml, 768 questions of the quickstart subset); dpr_hf encoding "
