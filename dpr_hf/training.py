@@ -191,8 +191,8 @@ def resolve_model_path(name_or_path: str) -> str:
 
 
 def _replace_dir(source: Path, target: Path) -> None:
-    """Move the finished folder `source` to `target` (replacing it): readers never see a half-written folder."""
-    if target.exists():
+    """Move the finished `source` (folder or file) to `target`, replacing it: no half-written target is seen."""
+    if target.is_dir() and not target.is_symlink():
         shutil.rmtree(target)
     os.replace(source, target)
 
@@ -441,27 +441,22 @@ class Trainer:
         else:
             last_eval = {f"eval_{k}": v for k, v in self._evaluate(models).items()}
         best = self.output_dir / "best"
-        if self.args.load_best_model_at_end and self.state.best_step is not None and best.exists():
-            source_step = self.state.best_step
-            if self.accelerator.is_main_process:
-                for entry in best.iterdir():
-                    target = self.output_dir / entry.name
-                    if target.is_dir():
-                        shutil.rmtree(target)
-                    shutil.copytree(entry, target) if entry.is_dir() else shutil.copy2(entry, target)
-            self.accelerator.wait_for_everyone()
-        else:
-            source_step = self.state.global_step
-            if self.accelerator.is_main_process:
-                final = self.output_dir / ".tmp-final"
-                if final.exists():
-                    shutil.rmtree(final)
+        use_best = self.args.load_best_model_at_end and self.state.best_step is not None and best.exists()
+        if self.accelerator.is_main_process:
+            # assemble the final model(s) aside, then move each entry into place
+            final = self.output_dir / ".tmp-final"
+            if final.exists():
+                shutil.rmtree(final)
+            if use_best:
+                shutil.copytree(best, final)
+            else:
                 final.mkdir()
                 self.task.save(self._unwrapped(models), final)
-                for entry in final.iterdir():
-                    _replace_dir(entry, self.output_dir / entry.name)
-                final.rmdir()
-            self.accelerator.wait_for_everyone()
+            for entry in list(final.iterdir()):
+                _replace_dir(entry, self.output_dir / entry.name)
+            final.rmdir()
+        self.accelerator.wait_for_everyone()
+        source_step = self.state.best_step if use_best else step
         losses = [r["loss"] for r in self.state.log_history if "loss" in r]
         elapsed = time.time() - start_time
         metrics = {

@@ -23,7 +23,7 @@ from dpr_hf.cli import main as cli_main
 from dpr_hf.data import save_retriever_json
 from dpr_hf.data.collators import RetrieverCollator
 from dpr_hf.retriever_training import RetrieverArguments, RetrieverTask
-from dpr_hf.training import TrainingArguments, parse_recipe
+from dpr_hf.training import Trainer, TrainingArguments, parse_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -181,6 +181,42 @@ def test_gradient_cache_gives_the_same_gradients_with_less_memory(tiny_bert_conf
             torch.testing.assert_close(cached_grads[name], grad, atol=1e-6, rtol=1e-4, msg=name)
     # 8 questions + 16 passages encoded 4 at a time: autograd holds about one chunk of activations at once
     assert cached_peak < 0.35 * plain_peak, (cached_peak, plain_peak)
+
+
+# -------------------------------------------------------------------------------------------- best checkpoint
+def test_final_model_is_the_best_evaluation(tmp_path, tokenizer, tiny_bert_config, single_thread):
+    # "best" = highest dev loss here, i.e. the untrained model evaluated at step 0: the selection must find it
+    torch.manual_seed(0)
+    question_encoder = QuestionEncoder(QuestionEncoderConfig(encoder=tiny_bert_config))
+    passage_encoder = PassageEncoder(PassageEncoderConfig(encoder=tiny_bert_config))
+    initial = {k: v.clone() for k, v in question_encoder.state_dict().items()}
+    rows = _examples(40)
+    args = RetrieverArguments(question_max_length=16, passage_max_length=24)
+    task = RetrieverTask(
+        args,
+        question_encoder,
+        passage_encoder,
+        tokenizer,
+        Dataset.from_list(rows[:32]),
+        Dataset.from_list(rows[32:]),
+    )
+    training = TrainingArguments(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=8,
+        num_train_epochs=2,
+        learning_rate=1e-3,
+        eval_on_start=True,
+        eval_steps=2,
+        greater_is_better=True,
+        disable_tqdm=True,
+    )
+    metrics = Trainer(task, training).train()
+    evaluations = [r["eval_loss"] for r in metrics["log_history"] if "eval_loss" in r]
+    assert len(evaluations) == 5 and evaluations[0] == max(evaluations)
+    assert (metrics["saved_model_step"], metrics["best_step"], metrics["global_step"]) == (0, 0, 8)
+    saved = load_file(tmp_path / "question_encoder" / "model.safetensors")
+    assert all(torch.equal(saved[k], v) for k, v in initial.items())
+    assert (tmp_path / "question_encoder" / "tokenizer_config.json").is_file()
 
 
 # ------------------------------------------------------------------------------------------------ engine via CLI
