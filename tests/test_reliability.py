@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
-from datasets import Dataset
+from datasets import Dataset, load_from_disk
 from tiny_qa_system import PASSAGES, QUESTIONS, build_tiny_system
 from transformers import AutoTokenizer, BertTokenizerFast
 
@@ -119,6 +119,41 @@ def test_index_killed_while_saving_is_absent_or_complete_and_saves_again(tmp_pat
     queries = np.random.default_rng(1).standard_normal((3, DIM)).astype(np.float32)
     assert len(loaded) == BIG
     assert loaded.search(queries, 5) == index.search(queries, 5)
+
+
+def test_encoding_killed_then_rerun_gives_the_uninterrupted_embeddings(folders, tmp_path, tokenizer):
+    passages = [{"id": str(i), "title": f"Article {i % 7}", "text": f"passage {i} " + "words " * (i % 23)}
+                for i in range(200)]  # fmt: skip
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps(p) + "\n" for p in passages))
+    output = tmp_path / "embeddings"
+    command = [sys.executable, "-m", "dpr_hf.cli", "encode", "--passage-encoder", str(folders / "pair"),
+               "--passages", str(corpus), "--output", str(output), "--shard-size", "10", "--batch-size", "5"]  # fmt: skip
+    process = subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    shards = tmp_path / "embeddings.shards"
+    deadline = time.time() + 120
+    while (
+        len(list(shards.glob("shard-*-of-*[0-9]"))) < 3 and process.poll() is None and time.time() < deadline
+    ):
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    _, stderr = process.communicate()
+    assert process.returncode == -signal.SIGKILL, stderr.decode()[-2000:]
+    assert not output.exists(), "the encoding finished before the kill: make the corpus bigger"
+    with pytest.raises(FileNotFoundError):
+        PassageIndex.from_embeddings(output)
+
+    rerun = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "corpus.jsonl",
+        "embeddings",
+    ]  # shards merged, removed
+    encoded = load_from_disk(str(output))
+    encoder = PassageEncoder.from_pretrained(folders / "pair" / "passage_encoder")
+    reference = encode_passages(encoder, tokenizer, passages, show_progress=False)
+    assert encoded["id"] == [p["id"] for p in passages]
+    np.testing.assert_allclose(np.array(encoded["embeddings"]), np.array(reference["embeddings"]), atol=1e-5)
 
 
 # ------------------------------------------------------------------------------------------------- concurrency
