@@ -135,8 +135,8 @@ def main() -> None:
         [
             f"{count} SQuAD dev-a paragraphs ({lengths.mean():.0f} tokens on average, max length {args.max_length}), "
             f"batch {args.batch_size}, base all-MiniLM-L6-v2 (mean pooling). GFLOP/s = useful forward FLOPs "
-            f"(unpadded tokens) / time. Measured matmul peak in this run: fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 "
-            f"{peaks['bf16']:.0f} GFLOP/s. Guard: min cosine to dpr_hf fp32 >= 0.999 and the same top-20 "
+            f"(unpadded tokens) / time. Measured matmul peak in this run: fp32 {peaks['fp32']:.1f} GFLOP/s, bf16 "
+            f"{peaks['bf16']:.1f} GFLOP/s. Guard: min cosine to dpr_hf fp32 >= 0.999 and the same top-20 "
             f"accuracy ({reference_top20:.1f}% fp32) over the {len(questions)} dev-a questions whose paragraph is "
             "encoded (sentence-transformers' vectors are compared the same way; cosine ignores its normalisation).",
             common.table(
