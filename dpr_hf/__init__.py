@@ -1,10 +1,12 @@
 """dpr_hf: Dense Passage Retrieval (Karpukhin et al., 2020) as transformers models.
 
-Importing the package registers the models with the Auto classes (and saves them with their code, so a folder
-also loads with `trust_remote_code=True` where dpr_hf is not installed).
+Importing the package registers the models and the QA system with the Auto classes (each saved with its code, so
+a folder also loads with `trust_remote_code=True` where dpr_hf is not installed) and the `open-domain-qa` and
+`dense-retrieval` pipeline tasks, so `pipeline("open-domain-qa", model=folder_or_repo)` loads a whole system.
 """
 
 from transformers import AutoConfig, AutoModel
+from transformers.pipelines import PIPELINE_REGISTRY
 
 from .configuration import (
     DPREncoderConfig,
@@ -12,6 +14,7 @@ from .configuration import (
     PassageEncoderConfig,
     QuestionEncoderConfig,
 )
+from .indexing import PassageIndex, encode_corpus, encode_passages
 from .modeling import (
     DPREncoder,
     EncoderOutput,
@@ -20,6 +23,9 @@ from .modeling import (
     QuestionEncoder,
     ReaderOutput,
 )
+from .pipeline import DenseRetrievalPipeline, OpenDomainQAPipeline
+from .retrieval import BM25Retriever, DenseRetriever, HybridRetriever
+from .system import QASystem, QASystemConfig
 from .tokenization import format_passages, format_questions
 
 __version__ = "0.1.0"
@@ -34,28 +40,6 @@ for _config_class, _model_class in (
     _config_class.register_for_auto_class()
     _model_class.register_for_auto_class("AutoModel")
 
-__all__ = [
-    "DPREncoder",
-    "DPREncoderConfig",
-    "EncoderOutput",
-    "ExtractiveReader",
-    "ExtractiveReaderConfig",
-    "PassageEncoder",
-    "PassageEncoderConfig",
-    "QuestionEncoder",
-    "QuestionEncoderConfig",
-    "ReaderOutput",
-    "format_passages",
-    "format_questions",
-]
-
-# QA systems and their pipelines (dpr_hf/system.py, dpr_hf/pipeline.py): `AutoModel` resolves a system folder to
-# `QASystem`, which is what lets `pipeline("open-domain-qa", model=folder_or_repo)` load a whole system.
-from transformers.pipelines import PIPELINE_REGISTRY  # noqa: E402
-
-from .pipeline import DenseRetrievalPipeline, OpenDomainQAPipeline  # noqa: E402
-from .system import QASystem, QASystemConfig  # noqa: E402
-
 AutoConfig.register(QASystemConfig.model_type, QASystemConfig, exist_ok=True)
 AutoModel.register(QASystemConfig, QASystem, exist_ok=True)
 PIPELINE_REGISTRY.register_pipeline(
@@ -64,4 +48,28 @@ PIPELINE_REGISTRY.register_pipeline(
 PIPELINE_REGISTRY.register_pipeline(
     "dense-retrieval", pipeline_class=DenseRetrievalPipeline, pt_model=AutoModel, type="text"
 )
-__all__ += ["DenseRetrievalPipeline", "OpenDomainQAPipeline", "QASystem", "QASystemConfig"]
+
+__all__ = [
+    "BM25Retriever",
+    "DPREncoder",
+    "DPREncoderConfig",
+    "DenseRetrievalPipeline",
+    "DenseRetriever",
+    "EncoderOutput",
+    "ExtractiveReader",
+    "ExtractiveReaderConfig",
+    "HybridRetriever",
+    "OpenDomainQAPipeline",
+    "PassageEncoder",
+    "PassageEncoderConfig",
+    "PassageIndex",
+    "QASystem",
+    "QASystemConfig",
+    "QuestionEncoder",
+    "QuestionEncoderConfig",
+    "ReaderOutput",
+    "encode_corpus",
+    "encode_passages",
+    "format_passages",
+    "format_questions",
+]

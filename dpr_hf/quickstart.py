@@ -159,7 +159,7 @@ def run(recipes: Path, output: Path, num_passages: int = 20) -> None:
         evaluations / "reader" / "metrics.json",
         *("evaluate-reader", "--model", str(reader_dir)),
         *("--retrieval-results", str(folders["dpr_hf trained"] / "results.json")),
-        *("--output-dir", str(evaluations / "reader"), "--top-n", "1,5,20"),
+        *("--output-dir", str(evaluations / "reader"), "--top-n", "1,5", "--max-length", "160"),
     )
     reader_metrics = json.loads((evaluations / "reader" / "metrics.json").read_text())
     print("\nReader on the dev subset (%):")
