@@ -222,3 +222,33 @@ def require_columns(dataset: datasets.Dataset, name: str, columns: tuple[str, ..
     for column in columns:
         if column not in dataset.column_names:
             raise DPRDataError(f"missing column (has {dataset.column_names})", name, field=column)
+
+
+def load_records(
+    source: str | os.PathLike | datasets.Dataset | datasets.DatasetDict,
+    split: str | None,
+    *,
+    kind: str,
+    required: tuple[str, ...],
+    features: datasets.Features,
+    normalize_batch: Callable,
+    generators: dict[str, Callable],
+) -> datasets.Dataset:
+    """Shared body of the flat loaders: validate a `datasets` source, or stream a file by its format suffix."""
+    resolved = resolve_source(source, split)
+    if not isinstance(resolved, Path):
+        dataset, name = resolved
+        require_columns(dataset, name, required)
+        return dataset.map(
+            normalize_batch,
+            batched=True,
+            with_indices=True,
+            fn_kwargs={"name": name},
+            remove_columns=dataset.column_names,
+            features=features,
+            desc=f"Validating {kind}",
+        )
+    suffix = base_suffix(resolved)
+    return build_dataset(
+        generators[suffix], features, file_fingerprint(f"{kind}{suffix}", resolved), path=str(resolved)
+    )

@@ -13,14 +13,11 @@ import datasets
 
 from ..errors import DPRDataError
 from ._io import (
-    base_suffix,
-    build_dataset,
-    file_fingerprint,
     iter_delimited,
     iter_jsonl,
+    load_records,
     read_json,
     require_columns,
-    resolve_source,
 )
 from .schema import CTX_FIELDS, PASSAGE_FEATURES, Where, normalize_passage, require_mapping
 from .squad import is_squad, iter_squad
@@ -35,31 +32,19 @@ def load_passages(
     `{id?, title?, text}`, SQuAD JSON (one passage per paragraph), DPR retriever JSON (its distinct ctxs), a
     `Dataset`, a `save_to_disk` folder or a Hub dataset name. A passage without id gets a stable hash id.
     """
-    resolved = resolve_source(source, split)
-    if not isinstance(resolved, Path):
-        dataset, name = resolved
-        require_columns(dataset, name, ("text",))
-        return dataset.map(
-            _normalize_batch,
-            batched=True,
-            with_indices=True,
-            fn_kwargs={"name": name},
-            remove_columns=dataset.column_names,
-            features=PASSAGE_FEATURES,
-            desc="Validating passages",
-        )
-    suffix = base_suffix(resolved)
-    generator = {
-        ".tsv": _generate_tsv,
-        ".csv": _generate_tsv,
-        ".jsonl": _generate_jsonl,
-        ".json": _generate_json,
-    }
-    return build_dataset(
-        generator[suffix],
-        PASSAGE_FEATURES,
-        file_fingerprint(f"passages{suffix}", resolved),
-        path=str(resolved),
+    return load_records(
+        source,
+        split,
+        kind="passages",
+        required=("text",),
+        features=PASSAGE_FEATURES,
+        normalize_batch=_normalize_batch,
+        generators={
+            ".tsv": _generate_tsv,
+            ".csv": _generate_tsv,
+            ".jsonl": _generate_jsonl,
+            ".json": _generate_json,
+        },
     )
 
 

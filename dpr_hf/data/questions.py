@@ -13,14 +13,10 @@ import datasets
 
 from ..errors import DPRDataError
 from ._io import (
-    base_suffix,
-    build_dataset,
-    file_fingerprint,
     iter_delimited,
     iter_jsonl,
+    load_records,
     read_json,
-    require_columns,
-    resolve_source,
 )
 from .schema import (
     QUESTION_FEATURES,
@@ -45,31 +41,19 @@ def load_questions(
     retriever JSON/JSONL (gold = first positive), a `Dataset`, a `save_to_disk` folder or a Hub name.
     `gold_passage_id` is "" when unknown; a missing id is the record number.
     """
-    resolved = resolve_source(source, split)
-    if not isinstance(resolved, Path):
-        dataset, name = resolved
-        require_columns(dataset, name, ("question",))
-        return dataset.map(
-            _normalize_batch,
-            batched=True,
-            with_indices=True,
-            fn_kwargs={"name": name},
-            remove_columns=dataset.column_names,
-            features=QUESTION_FEATURES,
-            desc="Validating questions",
-        )
-    suffix = base_suffix(resolved)
-    generator = {
-        ".tsv": _generate_qas,
-        ".csv": _generate_qas,
-        ".jsonl": _generate_jsonl,
-        ".json": _generate_json,
-    }
-    return build_dataset(
-        generator[suffix],
-        QUESTION_FEATURES,
-        file_fingerprint(f"questions{suffix}", resolved),
-        path=str(resolved),
+    return load_records(
+        source,
+        split,
+        kind="questions",
+        required=("question",),
+        features=QUESTION_FEATURES,
+        normalize_batch=_normalize_batch,
+        generators={
+            ".tsv": _generate_qas,
+            ".csv": _generate_qas,
+            ".jsonl": _generate_jsonl,
+            ".json": _generate_json,
+        },
     )
 
 
