@@ -135,13 +135,8 @@ def run(recipes: Path, output: Path, num_passages: int = 20) -> None:
         "BM25": ("bm25", "--passages", str(corpus)),
         "zero-shot base (mean)": ("dense", "--model", str(output / "base"), "--passages", str(corpus)),
         "dpr_hf trained": ("dense", "--model", str(retriever_dir), "--index", str(index_dir)),
-        "hybrid (BM25 + 1.1 dense)": (
-            "hybrid",
-            "--model",
-            str(retriever_dir),
-            "--passages",
-            str(corpus),
-        ),
+        # BM25 over the index's own passages, fused with the dense hits (no second encoding)
+        "hybrid (BM25 + 1.1 dense)": ("hybrid", "--model", str(retriever_dir), "--index", str(index_dir)),
     }
     folders = {}
     for name, (kind, *corpus_args) in runs.items():
