@@ -20,11 +20,12 @@ import yaml
 DATA = Path("data/quickstart")
 TRAIN_FILE = DATA / "squad-train-subset.json.gz"
 DEV_FILE = DATA / "squad-dev-subset.json.gz"
-EXAMPLE_QUESTIONS = (
-    "How many people did the Black Death kill in Europe?",
-    "What do pharmacists do?",
-    "Who is the largest employer in the construction industry?",
-)
+# Dev-subset questions (never trained on), with their SQuAD answers for comparison.
+EXAMPLE_QUESTIONS = {
+    "Where did the black death originate?": "the arid plains of Central Asia",
+    "Who normally supervises a construction job?": "a construction manager, design engineer, ...",
+    "What is the yearly cost of some notable prep schools in New England?": "$45,000",
+}
 
 
 def _step(title: str, done: Path, *cli_args: str) -> None:
@@ -88,9 +89,9 @@ def _print_retrieval_table(evaluations: dict[str, Path]) -> dict[str, dict]:
     }
     keys = ["top_1", "top_5", "top_20", "top_100", "gold_recall_1", "gold_recall_20"]
     print("\nRetrieval on the dev subset (% of questions; gold_recall = gold paragraph retrieved):")
-    print(f"{'retriever':<22}" + "".join(f"{key:>16}" for key in keys))
+    print(f"{'retriever':<28}" + "".join(f"{key:>16}" for key in keys))
     for name, values in metrics.items():
-        print(f"{name:<22}" + "".join(f"{values.get(key, float('nan')):>16.1f}" for key in keys))
+        print(f"{name:<28}" + "".join(f"{values.get(key, float('nan')):>16.1f}" for key in keys))
     return metrics
 
 
@@ -199,7 +200,9 @@ def _answer_examples(system_dir: Path, num_passages: int) -> None:
     ):
         best = answers[0]
         passage = best["passage"]
-        print(f"\nQ: {question}\nA: {best['answer']}  (score {best['score']:.2f})")
+        print(
+            f"\nQ: {question}\nA: {best['answer']}  (score {best['score']:.2f}; SQuAD: {EXAMPLE_QUESTIONS[question]})"
+        )
         print(f"   from [{passage['title']}] {passage['text'][:160]}...")
 
 
