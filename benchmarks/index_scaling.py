@@ -45,8 +45,9 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=Path("runs/index_scaling/results.json"))
     args = parser.parse_args()
 
-    vectors = synthetic_vectors(args.num_vectors, args.dim, seed=0)
-    queries = synthetic_vectors(args.num_queries, args.dim, seed=1)
+    # Queries come from the same clusters as the corpus (held-out draws), as questions do from its topics.
+    vectors = synthetic_vectors(args.num_vectors + args.num_queries, args.dim, seed=0)
+    vectors, queries = vectors[: args.num_vectors], vectors[args.num_vectors :]
     column = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), args.dim)
     dataset = Dataset(pa.table({"embeddings": column}))
     exact = None
