@@ -202,7 +202,7 @@ def test_tokenize_counts_what_is_left_out(tmp_path, tokenizer, caplog):
     ) == ("the 19th century")
 
 
-def test_squad_source_with_bm25_negatives(tmp_path):
+def test_squad_source_with_bm25_negatives(tmp_path, caplog):
     squad = {
         "data": [
             {
@@ -228,7 +228,11 @@ def test_squad_source_with_bm25_negatives(tmp_path):
     path = tmp_path / "squad.json.gz"
     with gzip.open(path, "wt", encoding="utf-8") as handle:
         json.dump(squad, handle)
-    train = load_reader_data(path, num_retrieved=5)
+    for _ in range(2):  # the second load comes from datasets' cache and must warn all the same
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="dpr_hf"):
+            train = load_reader_data(path, num_retrieved=5)
+        assert "skipped 1 unanswerable questions" in caplog.text
     (row,) = train
     assert row["id"] == "q1"
     assert [(c["id"], c["has_answer"]) for c in row["ctxs"]] == [

@@ -27,7 +27,7 @@ from .schema import (
     normalize_passages,
     require_mapping,
 )
-from .squad import UNANSWERABLE, is_squad, iter_squad
+from .squad import is_squad, iter_answerable, iter_squad
 
 
 def load_questions(
@@ -121,20 +121,13 @@ def _generate_jsonl(path: str, report: list[str]) -> Iterator[dict]:
 def _generate_json(path: str, report: list[str]) -> Iterator[dict]:
     document = read_json(path)
     if is_squad(document):
-        unanswerable = 0
-        for paragraph in iter_squad(document, Path(path)):
-            for question in paragraph.questions:
-                if not question.answers:
-                    unanswerable += 1
-                    continue
-                yield {
-                    "id": question.id,
-                    "question": question.question,
-                    "answers": question.answers,
-                    "gold_passage_id": paragraph.passage["id"],
-                }
-        if unanswerable:
-            report.append(f"{path}: skipped {unanswerable} {UNANSWERABLE}")
+        for paragraph, question in iter_answerable(iter_squad(document, Path(path)), path, report):
+            yield {
+                "id": question.id,
+                "question": question.question,
+                "answers": question.answers,
+                "gold_passage_id": paragraph.passage["id"],
+            }
         return
     if not isinstance(document, list):
         raise DPRDataError(

@@ -30,7 +30,7 @@ from ..evaluation import has_answer
 from ..reading import READER_MAX_LENGTH, encode_reader_inputs
 from ._io import base_suffix, build_dataset, file_fingerprint, read_json, resolve_source
 from .schema import Where, get_answers, get_id, get_string, normalize_passage, require_mapping
-from .squad import is_squad, iter_squad
+from .squad import is_squad, iter_answerable, iter_squad
 
 logger = logging.getLogger(__name__)
 
@@ -143,11 +143,11 @@ def _generate_rows(records: Any, path: str) -> Iterator[dict]:
 
 
 def _generate_from_file(
-    path: str, retrieval_results: str | None, num_retrieved: int, gold_positive: bool
+    path: str, retrieval_results: str | None, num_retrieved: int, gold_positive: bool, report: list[str]
 ) -> Iterator[dict]:
     document = read_json(path)
     if is_squad(document):
-        yield from _generate_squad(document, path, retrieval_results, num_retrieved, gold_positive)
+        yield from _generate_squad(document, path, retrieval_results, num_retrieved, gold_positive, report)
     elif isinstance(document, list):
         yield from _generate_rows(document, path)
     else:
@@ -158,16 +158,17 @@ def _generate_from_file(
 
 
 def _generate_squad(
-    document: Any, path: str, retrieval_results: str | None, num_retrieved: int, gold_positive: bool
+    document: Any,
+    path: str,
+    retrieval_results: str | None,
+    num_retrieved: int,
+    gold_positive: bool,
+    report: list[str],
 ) -> Iterator[dict]:
     paragraphs = list(iter_squad(document, Path(path)))
     questions = [
-        (paragraph.passage, question) for paragraph in paragraphs for question in paragraph.questions
+        (paragraph.passage, question) for paragraph, question in iter_answerable(paragraphs, path, report)
     ]
-    unanswerable = sum(not question.answers for _, question in questions)
-    if unanswerable:
-        logger.warning("%s: skipped %d unanswerable questions (SQuAD v2.0 is_impossible)", path, unanswerable)
-    questions = [(gold, question) for gold, question in questions if question.answers]
     # Retrieve a few more than needed: gold_positive leaves out the gold and answer-bearing passages.
     depth = num_retrieved + 10 if gold_positive else num_retrieved
     if retrieval_results is None:

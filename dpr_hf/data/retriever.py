@@ -23,7 +23,7 @@ from ._io import (
     resolve_source,
 )
 from .schema import CTX_FIELDS, RETRIEVER_FEATURES, Where, normalize_retriever_record
-from .squad import UNANSWERABLE, is_squad, iter_squad
+from .squad import is_squad, iter_answerable, iter_squad
 
 logger = logging.getLogger(__name__)
 
@@ -53,11 +53,9 @@ def load_retriever_data(
     )
 
 
-def _report_skipped(report: list[str], path: Any, no_positive: int, unanswerable: int = 0) -> None:
+def _report_skipped(report: list[str], path: Any, no_positive: int) -> None:
     if no_positive:
         report.append(f"{path}: skipped {no_positive} records without a positive passage")
-    if unanswerable:
-        report.append(f"{path}: skipped {unanswerable} {UNANSWERABLE}")
 
 
 def _generate_jsonl(path: str, report: list[str]) -> Iterator[dict]:
@@ -92,20 +90,14 @@ def _generate_json(path: str, report: list[str]) -> Iterator[dict]:
 
 
 def _generate_squad(document: Any, path: str, report: list[str]) -> Iterator[dict]:
-    unanswerable = 0
-    for paragraph in iter_squad(document, Path(path)):
-        for question in paragraph.questions:
-            if not question.answers:
-                unanswerable += 1
-                continue
-            yield {
-                "question": question.question,
-                "answers": question.answers,
-                "positive_ctxs": [paragraph.passage],
-                "negative_ctxs": [],
-                "hard_negative_ctxs": [],
-            }
-    _report_skipped(report, path, 0, unanswerable)
+    for paragraph, question in iter_answerable(iter_squad(document, Path(path)), path, report):
+        yield {
+            "question": question.question,
+            "answers": question.answers,
+            "positive_ctxs": [paragraph.passage],
+            "negative_ctxs": [],
+            "hard_negative_ctxs": [],
+        }
 
 
 def _normalize_batch(batch: dict[str, list], indices: list[int], name: str) -> dict[str, list]:

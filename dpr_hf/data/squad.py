@@ -6,14 +6,12 @@ the ids of `load_passages`, `load_questions` and `load_retriever_data` on the sa
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .schema import Where, get_id, get_string, require_mapping
-
-UNANSWERABLE = "unanswerable questions (SQuAD v2.0 is_impossible, or no answer text)"
 
 
 @dataclass
@@ -55,6 +53,30 @@ def iter_squad(document: Any, path: Path) -> Iterator[SquadParagraph]:
                 "text": context,
             }
             yield SquadParagraph(passage, list(_iter_questions(paragraph.get("qas"), path, a, p)))
+
+
+def iter_answerable(
+    paragraphs: Iterable[SquadParagraph], path: Any, report: list[str]
+) -> Iterator[tuple[SquadParagraph, SquadQuestion]]:
+    """The answerable questions of `paragraphs` (from `iter_squad`), each with its paragraph.
+
+    Unanswerable (v2.0) questions are skipped and counted; once the walk ends, a count above zero is appended to
+    `report` as `unanswerable_report(path, count)`.
+    """
+    unanswerable = 0
+    for paragraph in paragraphs:
+        for question in paragraph.questions:
+            if question.answers:
+                yield paragraph, question
+            else:
+                unanswerable += 1
+    if unanswerable:
+        report.append(unanswerable_report(path, unanswerable))
+
+
+def unanswerable_report(path: Any, count: int) -> str:
+    """The warning for `count` skipped unanswerable questions, the same for every loader."""
+    return f"{path}: skipped {count} unanswerable questions (SQuAD v2.0 is_impossible, or no answer text)"
 
 
 def _iter_questions(qas: Any, path: Path, a: int, p: int) -> Iterator[SquadQuestion]:
