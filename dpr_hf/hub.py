@@ -17,7 +17,12 @@ from typing import Any
 
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 
-TEMPLATE_DIR = Path(__file__).resolve().parents[1] / "model_cards"
+# Installed from a wheel the templates ship as `dpr_hf/model_cards/`; in a source checkout they are `model_cards/`.
+_PACKAGE_DIR = Path(__file__).resolve().parent
+TEMPLATE_DIR = next(
+    (d for d in (_PACKAGE_DIR / "model_cards", _PACKAGE_DIR.parent / "model_cards") if d.is_dir()),
+    _PACKAGE_DIR / "model_cards",
+)
 PARTS = ("system", "question_encoder", "passage_encoder", "reader")
 REPO_SUFFIXES = {
     "question_encoder": "-question-encoder",

@@ -3,6 +3,10 @@ replaced; the Hub cannot be reached from the tests)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -167,3 +171,47 @@ def test_card_without_metrics_says_so(system_dir, tmp_path):
     assert "No evaluation results were saved" in card.text
     with pytest.raises(ValueError, match="part must be one of"):
         render_card(system_dir, "retriever")
+
+
+def test_wheel_ships_every_module_and_the_card_templates(tmp_path):
+    """A non-editable install finds the model-card templates: they ship as `dpr_hf/model_cards/`, and the
+    explicit package list in pyproject.toml misses no subpackage."""
+    repo = Path(__file__).resolve().parents[1]
+    build = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            str(repo),
+            "-w",
+            tmp_path,
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert build.returncode == 0, build.stderr
+    (wheel,) = tmp_path.glob("dpr_hf-*.whl")
+    shipped = set(zipfile.ZipFile(wheel).namelist())
+    sources = {str(p.relative_to(repo)) for p in (repo / "dpr_hf").rglob("*.py")}
+    templates = {f"dpr_hf/model_cards/{p.name}" for p in (repo / "model_cards").glob("*.md")}
+    assert sources | templates | {"dpr_hf/py.typed"} <= shipped
+    assert {"dpr_hf/model_cards/system.md", "dpr_hf/model_cards/reader.md"} <= templates
+
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    probe = "import dpr_hf.hub as h; print(h.__file__); print(h.TEMPLATE_DIR)"
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(site)},
+    )
+    assert out.returncode == 0, out.stderr
+    module, template_dir = out.stdout.split()
+    assert Path(module).is_relative_to(site)
+    assert Path(template_dir) == site / "dpr_hf" / "model_cards"
