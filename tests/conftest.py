@@ -77,6 +77,18 @@ def tiny_reader(tiny_bert_config):
     return ExtractiveReader(ExtractiveReaderConfig(encoder=tiny_bert_config)).eval()
 
 
+@pytest.fixture
+def single_thread():
+    """One torch thread, as the `dpr-hf` subprocesses of the training tests use: in-process reference runs then
+    match them, and do not fight the other jobs of a shared 2-core machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def squad_dir() -> Path:
     return SHARED_DATA / "squad"

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from cli_runs import cli_command, kill_once_written, resume, run_cli, subprocess_env
 from safetensors.torch import load_file
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,21 +39,6 @@ def _train_results(path: Path) -> Path:
     return path
 
 
-def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "dpr_hf.cli", "train-reader", *args]
-
-
-def _env() -> dict[str, str]:
-    # one thread: on a shared 2-core machine, two threads per process fight other jobs and run ~10x slower
-    return {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-        "CUDA_VISIBLE_DEVICES": "",
-        "OMP_NUM_THREADS": "1",
-    }
-
-
 def test_kill_and_resume_gives_the_same_weights(tmp_path, tiny_reader, tokenizer):
     model_dir = tmp_path / "tiny-reader"
     tiny_reader.save_pretrained(model_dir)
@@ -82,33 +63,14 @@ def test_kill_and_resume_gives_the_same_weights(tmp_path, tiny_reader, tokenizer
         encoding="utf-8",
     )
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
-    subprocess.run(
-        _cli(str(recipe), "--output_dir", str(straight)), check=True, env=_env(), cwd=REPO, timeout=300
-    )
+    env = subprocess_env(CUDA_VISIBLE_DEVICES="")
+    run_cli(cli_command("train-reader", str(recipe), "--output_dir", str(straight)), env)
 
-    process = subprocess.Popen(
-        _cli(str(recipe), "--output_dir", str(interrupted)),
-        env=_env(),
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    first_checkpoint = interrupted / "checkpoints" / "step_10" / "trainer_state.json"
-    deadline = time.time() + 300
-    while not first_checkpoint.exists() and process.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert first_checkpoint.exists(), "no checkpoint was written before the deadline"
+    command = cli_command("train-reader", str(recipe), "--output_dir", str(interrupted))
+    kill_once_written(command, interrupted / "checkpoints" / "step_10" / "trainer_state.json", env)
     assert not (interrupted / "metrics.json").exists(), "training finished before it could be killed"
 
-    subprocess.run(
-        _cli(str(recipe), "--output_dir", str(interrupted), "--resume"),
-        check=True,
-        env=_env(),
-        cwd=REPO,
-        timeout=300,
-    )
+    resume(command, env)
     expected = load_file(straight / "reader" / "model.safetensors")
     resumed = load_file(interrupted / "reader" / "model.safetensors")
     assert expected.keys() == resumed.keys()
@@ -119,15 +81,6 @@ def test_kill_and_resume_gives_the_same_weights(tmp_path, tiny_reader, tokenizer
     metrics = json.loads((interrupted / "metrics.json").read_text())
     assert metrics["global_step"] == 60
     assert (interrupted / "reader" / "tokenizer.json").exists()
-
-
-@pytest.fixture
-def single_thread():
-    """One thread, as the subprocesses: two threads fight the other jobs of a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.slow

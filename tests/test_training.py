@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 from accelerate import Accelerator
+from cli_runs import cli_command, kill_once_written, resume, subprocess_env
 from datasets import Dataset
 from safetensors.torch import load_file
 from transformers import BertConfig, BertModel
@@ -260,20 +258,6 @@ def _weights(folder: Path) -> dict[str, torch.Tensor]:
     }
 
 
-def _subprocess_env() -> dict[str, str]:
-    # one thread per process: tiny models gain nothing from more, and equal thread counts keep results bitwise equal
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
-
-
-@pytest.fixture
-def single_thread():
-    """The in-process reference runs use one thread like the subprocesses (and do not fight other jobs)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_killed_run_resumes_to_the_same_weights(tmp_path, tokenizer, tiny_bert_config, single_thread):
     # 160 examples, batch 4, accumulation 2 -> 20 optimizer steps per epoch, 3 epochs; dropout on, so the random
     # state must be restored too. The kill lands in the second epoch.
@@ -296,23 +280,11 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, tokenizer, tiny_bert_c
     assert cli_main(["train-retriever", str(recipe), "--output_dir", str(reference)]) == 0
 
     run = tmp_path / "run"
-    command = [sys.executable, "-m", "dpr_hf.cli", "train-retriever", str(recipe), "--output_dir", str(run)]
-    process = subprocess.Popen(
-        command, env=_subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    deadline = time.time() + 300
-    while (
-        not (run / "checkpoints" / "step_30").exists() and process.poll() is None and time.time() < deadline
-    ):
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    _, stderr = process.communicate()
-    assert process.returncode == -signal.SIGKILL, stderr.decode()[-2000:]
+    command = cli_command("train-retriever", str(recipe), "--output_dir", str(run))
+    kill_once_written(command, run / "checkpoints" / "step_30", subprocess_env())
     assert not (run / "question_encoder").exists(), "the run finished before the kill: make it longer"
 
-    resumed = subprocess.run([*command, "--resume"], env=_subprocess_env(), capture_output=True, text=True)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "resumed from" in resumed.stdout + resumed.stderr
+    resume(command, subprocess_env())
     expected, actual = _weights(reference), _weights(run)
     assert expected.keys() == actual.keys()
     for name in expected:
@@ -337,7 +309,7 @@ def test_two_processes_train_like_one_process_on_the_global_batch(
     launch += ["-m", "dpr_hf.cli"]
     result = subprocess.run(
         [*launch, *args, "4", "--output_dir", str(double)],
-        env=_subprocess_env(),
+        env=subprocess_env(),
         capture_output=True,
         text=True,
     )
