@@ -6,7 +6,7 @@ import gzip
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,15 +58,20 @@ def _report_skipped(report: list[str], path: Any, no_positive: int) -> None:
         report.append(f"{path}: skipped {no_positive} records without a positive passage")
 
 
-def _generate_jsonl(path: str, report: list[str]) -> Iterator[dict]:
+def _generate_records(records: Iterable[tuple[int, Any]], path: str, report: list[str]) -> Iterator[dict]:
+    """DPR records, numbered from 1, in canonical form; those without a positive are skipped and counted."""
     skipped = 0
-    for number, record in iter_jsonl(path):
+    for number, record in records:
         example = normalize_retriever_record(record, Where(path, number))
         if example is None:
             skipped += 1
         else:
             yield example
     _report_skipped(report, path, skipped)
+
+
+def _generate_jsonl(path: str, report: list[str]) -> Iterator[dict]:
+    yield from _generate_records(iter_jsonl(path), path, report)
 
 
 def _generate_json(path: str, report: list[str]) -> Iterator[dict]:
@@ -79,14 +84,7 @@ def _generate_json(path: str, report: list[str]) -> Iterator[dict]:
             f"expected a list of DPR records or a SQuAD object with 'data', got {type(document).__name__}",
             path,
         )
-    skipped = 0
-    for number, record in enumerate(document, start=1):
-        example = normalize_retriever_record(record, Where(path, number))
-        if example is None:
-            skipped += 1
-        else:
-            yield example
-    _report_skipped(report, path, skipped)
+    yield from _generate_records(enumerate(document, start=1), path, report)
 
 
 def _generate_squad(document: Any, path: str, report: list[str]) -> Iterator[dict]:
