@@ -560,21 +560,35 @@ class PassageIndex:
                 "with this model or use the matching question encoder"
             )
 
-    def search(self, query_vectors: np.ndarray, k: int = 100) -> list[list[dict]]:
-        """Top-k passages per query row, best first: passage dicts (all columns but embeddings) + "score"."""
+    def search_rows(self, query_vectors: np.ndarray, k: int = 100) -> tuple[np.ndarray, np.ndarray]:
+        """Scores and row numbers `(queries, k)`, best first, row -1 past the last hit: FAISS's answer alone, for
+        callers that fetch passages themselves (or only some of them, with `passages`)."""
         queries = np.ascontiguousarray(np.atleast_2d(query_vectors), dtype=np.float32)
         if queries.shape[1] != self.embedding_dim:
             raise MismatchError(f"queries have {queries.shape[1]} dims, the index {self.embedding_dim}")
-        scores, indices = self.dataset.search_batch(EMBEDDINGS_COLUMN, queries, k=min(k, len(self)))
-        wanted = np.unique(indices[indices >= 0])
-        rows = self._passages[wanted]
-        position = {int(row): i for i, row in enumerate(wanted)}
-        columns = list(rows)
+        scores, rows = self.dataset.search_batch(EMBEDDINGS_COLUMN, queries, k=min(k, len(self)))
+        return scores, rows
+
+    def passages(self, rows: Sequence[int] | np.ndarray) -> list[dict]:
+        """The passages (all columns but embeddings) at these row numbers, in one Arrow `take`.
+
+        datasets' own row lookup slices the table once per row, which costs more than the FAISS search itself
+        for a batch of queries.
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        if self._passages._indices is not None:  # a `select`ed or shuffled dataset: map to rows of the table
+            rows = self._passages._indices.column(0).to_numpy()[rows]
+        return self._passages.data.table.select(self._passages.column_names).take(rows).to_pylist()
+
+    def search(self, query_vectors: np.ndarray, k: int = 100) -> list[list[dict]]:
+        """Top-k passages per query row, best first: passage dicts (all columns but embeddings) + "score"."""
+        scores, rows = self.search_rows(query_vectors, k)
+        found = rows >= 0
+        wanted, inverse = np.unique(rows[found], return_inverse=True)
+        fetched = self.passages(wanted) if len(wanted) else []
+        positions = np.full(rows.shape, -1, dtype=np.int64)
+        positions[found] = inverse
         return [
-            [
-                {**{c: rows[c][position[int(i)]] for c in columns}, "score": float(s)}
-                for s, i in zip(query_scores, query_indices, strict=True)
-                if i >= 0
-            ]
-            for query_scores, query_indices in zip(scores, indices, strict=True)
+            [{**fetched[i], "score": s} for s, i in zip(query_scores, query_positions, strict=True) if i >= 0]
+            for query_scores, query_positions in zip(scores.tolist(), positions.tolist(), strict=True)
         ]

@@ -90,6 +90,43 @@ def test_flat_search_equals_numpy_dot_product():
         assert set(hits[0]) == {"id", "title", "text", "score"}
 
 
+def test_search_rows_is_faiss_answer_and_search_fetches_those_rows():
+    vectors, queries = _vectors(300, 16), _vectors(5, 16, seed=1)
+    index = PassageIndex.build(_dataset(vectors))
+    scores, rows = index.search_rows(queries, k=8)
+    expected_scores, expected_rows = index.faiss_index.search(queries, 8)
+    np.testing.assert_array_equal(rows, expected_rows)
+    np.testing.assert_array_equal(scores, expected_scores)
+    for query_rows, query_scores, hits in zip(rows, scores, index.search(queries, k=8), strict=True):
+        assert [hit["id"] for hit in hits] == [f"p{row}" for row in query_rows]
+        assert [hit["score"] for hit in hits] == pytest.approx(query_scores.tolist())
+    with pytest.raises(MismatchError, match="17 dims"):
+        index.search_rows(_vectors(1, 17), k=3)
+
+
+def test_passages_follow_a_selected_and_shuffled_dataset():
+    """Row numbers are the dataset's rows, also when it is a re-ordered view of its Arrow table."""
+    dataset = _dataset(_vectors(50, 8)).shuffle(seed=3).select(range(10, 40))
+    index = PassageIndex.build(dataset)
+    assert index.passages([0, 29, 5]) == [
+        {key: dataset[row][key] for key in ("id", "title", "text")} for row in (0, 29, 5)
+    ]
+    for query, hits in zip(_vectors(3, 8, seed=4), index.search(_vectors(3, 8, seed=4), k=30), strict=True):
+        assert [hit["id"] for hit in hits[:3]] == [
+            dataset[int(row)]["id"] for row in np.argsort(-(np.stack(dataset["embeddings"]) @ query))[:3]
+        ]
+
+
+def test_search_drops_the_rows_faiss_could_not_fill():
+    """An IVF index probing one list may find fewer than k passages: FAISS pads with row -1, search drops them."""
+    vectors = _vectors(400, 8)
+    index = PassageIndex.build(_dataset(vectors), factory="IVF16,Flat", search_parameters={"nprobe": 1})
+    scores, rows = index.search_rows(vectors[:4], k=200)
+    assert (rows == -1).any()
+    for query_rows, hits in zip(rows, index.search(vectors[:4], k=200), strict=True):
+        assert [hit["id"] for hit in hits] == [f"p{row}" for row in query_rows if row >= 0]
+
+
 def test_build_leaves_the_callers_dataset_without_index():
     dataset = _dataset(_vectors(20, 8))
     PassageIndex.build(dataset)
