@@ -202,6 +202,20 @@ def _atomic_save(dataset: Dataset, path: Path, extra: dict[str, dict] | None = N
     os.replace(tmp, path)
 
 
+def replace_folder(tmp: Path, path: Path) -> None:
+    """Move the finished folder `tmp` to `path`. An existing `path` is first renamed aside (`.{name}.old`) and
+    deleted only once the new folder is in place: no reader ever sees a half-written folder, and a crash between
+    the two renames leaves the old folder whole beside it."""
+    if path.exists():
+        old = path.with_name(f".{path.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, path)
+
+
 def encode_corpus(
     encoder: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -474,14 +488,7 @@ class PassageIndex:
         _unindexed_copy(self.dataset).save_to_disk(str(tmp / PASSAGES_DIR))
         self.dataset.save_faiss_index(EMBEDDINGS_COLUMN, str(tmp / INDEX_FILE))
         (tmp / MANIFEST_FILE).write_text(json.dumps(self.manifest, indent=2) + "\n")
-        if path.exists():
-            old = path.with_name(path.name + ".old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, path)
+        replace_folder(tmp, path)
 
     @classmethod
     def load(

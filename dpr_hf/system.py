@@ -26,7 +26,7 @@ from transformers.dynamic_module_utils import get_relative_import_files
 from transformers.utils import logging
 
 from .errors import MismatchError
-from .indexing import PassageIndex
+from .indexing import PassageIndex, replace_folder
 from .modeling import ExtractiveReader, PassageEncoder, QuestionEncoder
 from .reading import read
 from .tokenization import QUESTION_MAX_LENGTH, format_questions
@@ -341,14 +341,7 @@ class QASystem(nn.Module):
             REMOTE_TASK: {"impl": "pipeline.OpenDomainQAPipeline", "pt": ["AutoModel"], "type": "text"}
         }
         config.save_pretrained(tmp)  # config.json last: a folder without it is an unfinished save
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, path)
+        replace_folder(tmp, path)
 
     def push_to_hub(self, repo_id: str, **kwargs) -> dict[str, str]:
         """Save the system to a temporary folder and upload it with its model cards (see `dpr_hf.hub.push_system`)."""
