@@ -8,6 +8,8 @@ import logging
 import uuid
 
 import datasets
+import numpy as np
+import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -348,3 +350,160 @@ def test_empty_files_are_empty_datasets(tmp_path):
     for name in ("empty.jsonl", "none.json"):
         data = load_retriever_data(tmp_path / name)
         assert len(data) == 0 and data.features == RETRIEVER_FEATURES
+
+
+# ------------------------------------------------------------------------------------------- duplicate ids
+def _duplicate_error(loader, source) -> DPRDataError:
+    with pytest.raises(DPRDataError) as error:
+        loader(source)
+    return error.value
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "record", "earlier", "value"),
+    [
+        ("psgs.tsv", "id\ttext\ttitle\n1\ta\tA\n2\tb\tB\n\n1\tc\tC\n", 5, 2, "1"),
+        ("psgs.csv.gz", 'id,text,title\n7,"a, b",A\n7,c,C\n', 3, 2, "7"),
+        (
+            "psgs.jsonl",
+            '{"id": 1, "text": "a"}\n{"id": "2", "text": "b"}\n{"passage_id": 2, "text": "c"}\n',
+            3,
+            2,
+            "2",
+        ),
+        (
+            "same.jsonl",
+            '{"title": "T", "text": "a"}\n{"title": "T", "text": "a"}\n',
+            2,
+            1,
+            passage_id("T", "a"),
+        ),
+    ],
+)
+def test_duplicate_passage_ids_name_the_record_and_the_earlier_one(
+    tmp_path, name, content, record, earlier, value
+):
+    path = tmp_path / name
+    if name.endswith(".gz"):
+        with gzip.open(path, "wt", encoding="utf-8") as handle:
+            handle.write(content)
+    else:
+        path.write_text(content, encoding="utf-8")
+    error = _duplicate_error(load_passages, path)
+    assert (error.path, error.record, error.field) == (path, record, "id")
+    assert f"duplicate id {value!r}: record {earlier} has it too" in str(error)
+    assert str(path) in str(error)
+
+
+def test_duplicate_passage_ids_in_a_dataset_source():
+    dataset = datasets.Dataset.from_list(
+        [{"id": "a", "text": "t"}, {"id": "b", "text": "t"}, {"id": "a", "text": "u"}]
+    )
+    error = _duplicate_error(load_passages, dataset)
+    assert (error.record, error.field) == (3, "id") and "record 1 has it too" in str(error)
+
+
+def test_dpr_json_passages_recur_under_one_id_but_two_passages_cannot_share_it(tmp_path):
+    ctx = {"passage_id": 5, "title": "T", "text": "a"}
+    records = [
+        _with(positive_ctxs=[ctx]),
+        _with(positive_ctxs=[ctx], hard_negative_ctxs=[{**ctx, "text": "b"}]),
+    ]
+    (tmp_path / "same.json").write_text(json.dumps(records[:1] * 2))
+    assert load_passages(tmp_path / "same.json").to_list() == [{"id": "5", "title": "T", "text": "a"}]
+    (tmp_path / "other.json").write_text(json.dumps(records))
+    error = _duplicate_error(load_passages, tmp_path / "other.json")
+    assert (error.record, error.field) == (2, "hard_negative_ctxs[0].passage_id")
+    assert "record 1, positive_ctxs[0]" in str(error)
+
+
+SQUAD_QA = {"question": "q?", "answers": [{"text": "c"}]}
+
+
+def _squad_article(*paragraph_qas: list[dict], title: str | None = "T") -> dict:
+    """A SQuAD article: one paragraph (context "c") per list of questions."""
+    article = {"paragraphs": [{"context": "c", "qas": qas} for qas in paragraph_qas]}
+    return article if title is None else {"title": title, **article}
+
+
+def test_squad_repeated_and_missing_titles_still_give_distinct_ids(tmp_path):
+    """Paragraph ids count per title, so an article whose title repeats (or untitled ones) never reuse an id."""
+    one, two = [[SQUAD_QA]], [[SQUAD_QA], [SQUAD_QA]]
+    articles = [_squad_article(*two, title="A"), _squad_article(*one, title=None)]
+    articles += [_squad_article(*one, title="A"), _squad_article(*two, title=None)]
+    path = tmp_path / "squad.json"
+    path.write_text(json.dumps({"data": articles}))
+    passages = load_passages(path)
+    assert passages["id"] == ["A-0", "A-1", "-0", "A-2", "-1", "-2"]
+    assert load_questions(path)["gold_passage_id"] == passages["id"]
+    assert [ex["positive_ctxs"][0]["id"] for ex in load_retriever_data(path)] == passages["id"]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "record", "earlier", "value"),
+    [
+        (
+            "explicit.jsonl",
+            '{"id": "x", "question": "a"}\n{"question": "b"}\n{"id": "x", "question": "c"}\n',
+            3,
+            1,
+            "x",
+        ),
+        ("assigned.jsonl", '{"question": "a"}\n{"id": 1, "question": "b"}\n', 2, 1, "1"),
+        ("list.json", '[{"question": "a"}, {"id": "1", "question": "b"}]', 2, 1, "1"),
+        ("qas.tsv", 'q1\t["a"]\tx\nq2\t["b"]\nq3\t["c"]\tx\n', 3, 1, "x"),
+        ("qas.csv", 'question,answers,id\nq1,"[""a""]",3\nq2,"[""b""]"\n', 3, 2, "3"),
+        (
+            "squad.json",
+            json.dumps({"data": [_squad_article([{**SQUAD_QA, "id": "q"}, {**SQUAD_QA, "id": "q"}])]}),
+            "data[0].paragraphs[0].qas[1]",
+            "data[0].paragraphs[0].qas[0]",
+            "q",
+        ),
+    ],
+)
+def test_duplicate_question_ids_name_the_record_and_the_earlier_one(
+    tmp_path, name, content, record, earlier, value
+):
+    """Predictions and evaluation key on question ids: a repeated id, explicit or assigned, is an error."""
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8")
+    error = _duplicate_error(load_questions, path)
+    assert (error.path, error.record, error.field) == (path, record, "id")
+    assert f"duplicate id {value!r}: record {earlier} has it too" in str(error)
+
+
+def test_questions_without_ids_never_collide(tmp_path):
+    (tmp_path / "q.jsonl").write_text('{"question": "a"}\n\n{"question": "a"}\n')
+    assert load_questions(tmp_path / "q.jsonl")["id"] == ["1", "3"]
+    squad = {"data": [_squad_article([SQUAD_QA, SQUAD_QA], [SQUAD_QA])]}
+    (tmp_path / "squad.json").write_text(json.dumps(squad))
+    assert load_questions(tmp_path / "squad.json")["id"] == ["0-0-0", "0-0-1", "0-1-0"]
+
+
+def test_first_repeated_compares_values_when_hashes_agree(monkeypatch):
+    """Equal hashes only nominate candidates: with every hash colliding, the answer must still be exact."""
+    from dpr_hf.data import _io
+
+    values = pa.chunked_array([["a", "b"], ["c", "b", "a"]])
+    assert _io.first_repeated(values) == (1, 3)
+    monkeypatch.setattr(_io, "_HASH_SLICE", 2)
+    monkeypatch.setattr(
+        _io.pd.util, "hash_array", lambda strings, categorize: np.zeros(len(strings), np.uint64)
+    )
+    assert _io.first_repeated(values) == (1, 3)
+    assert _io.first_repeated(pa.chunked_array([["a", "b"], ["c"]])) is None
+    assert _io.first_repeated(pa.chunked_array([], pa.string())) is None
+
+
+def test_cli_duplicate_ids_exit_2_with_one_line(tmp_path, capsys):
+    from dpr_hf.cli import main
+
+    (tmp_path / "data.json").write_text(json.dumps([GOOD]))
+    (tmp_path / "psgs.tsv").write_text("id\ttext\ttitle\n1\ta\tA\n1\tb\tB\n")
+    argv = ["mine-negatives", "--data", str(tmp_path / "data.json"), "--passages", str(tmp_path / "psgs.tsv")]
+    assert main([*argv, "--output", str(tmp_path / "out.json")]) == 2
+    stderr = capsys.readouterr().err
+    assert "Traceback" not in stderr
+    (line,) = [line for line in stderr.splitlines() if line.startswith("dpr-hf mine-negatives: error:")]
+    assert f"{tmp_path / 'psgs.tsv'}, record 3, field 'id': duplicate id '1': record 2 has it too" in line

@@ -31,6 +31,8 @@ def load_passages(
     Sources: DPR's passage TSV (`id`, `text`, `title` header row; `.tsv`/`.csv`, optionally `.gz`), JSONL
     `{id?, title?, text}`, SQuAD JSON (one passage per paragraph), DPR retriever JSON (its distinct ctxs), a
     `Dataset`, a `save_to_disk` folder or a Hub dataset name. A passage without id gets a stable hash id.
+    Ids are unique: a repeated one raises `DPRDataError` naming both records (in DPR retriever JSON the same
+    passage may recur under one id, but not another passage).
     """
     return load_records(
         source,
@@ -39,12 +41,8 @@ def load_passages(
         required=("text",),
         features=PASSAGE_FEATURES,
         normalize_batch=_normalize_batch,
-        generators={
-            ".tsv": _generate_tsv,
-            ".csv": _generate_tsv,
-            ".jsonl": _generate_jsonl,
-            ".json": _generate_json,
-        },
+        readers={".tsv": _read_tsv, ".csv": _read_tsv, ".jsonl": _read_jsonl, ".json": _read_json},
+        id_note="a passage without id gets a hash of its title and text",
     )
 
 
@@ -58,7 +56,7 @@ def _normalize_batch(batch: dict[str, list], indices: list[int], name: str) -> d
     return {column: [row[column] for row in rows] for column in PASSAGE_FEATURES}
 
 
-def _generate_tsv(path: str, report: list[str]) -> Iterator[dict]:
+def _read_tsv(path: str, report: list[str]) -> Iterator[tuple[int, dict]]:
     rows = iter_delimited(path)
     header = next(rows, None)
     if header is None:
@@ -67,7 +65,9 @@ def _generate_tsv(path: str, report: list[str]) -> Iterator[dict]:
     positions = {name.strip().lower(): i for i, name in enumerate(columns)}
     for required in ("id", "text"):
         if required not in positions:
-            raise DPRDataError(f"header row {columns} lacks the {required!r} column", path, 1, required)
+            raise DPRDataError(
+                f"header row {repr(columns)[:200]} lacks the {required!r} column", path, 1, required
+            )
     title_at = positions.get("title")
     for number, fields in rows:
         if not fields:
@@ -76,30 +76,28 @@ def _generate_tsv(path: str, report: list[str]) -> Iterator[dict]:
             raise DPRDataError(
                 f"expected {len(columns)} fields like the header, got {len(fields)}", path, number
             )
-        yield {
-            "id": fields[positions["id"]],
-            "title": fields[title_at] if title_at is not None else "",
-            "text": fields[positions["text"]],
-        }
+        title = fields[title_at] if title_at is not None else ""
+        yield number, {"id": fields[positions["id"]], "title": title, "text": fields[positions["text"]]}
 
 
-def _generate_jsonl(path: str, report: list[str]) -> Iterator[dict]:
+def _read_jsonl(path: str, report: list[str]) -> Iterator[tuple[int, dict]]:
     for number, record in iter_jsonl(path):
-        yield normalize_passage(record, Where(path, number), "passage")
+        yield number, normalize_passage(record, Where(path, number), "passage")
 
 
-def _generate_json(path: str, report: list[str]) -> Iterator[dict]:
+def _read_json(path: str, report: list[str]) -> Iterator[tuple[int | str, dict]]:
     document = read_json(path)
     if is_squad(document):
         for paragraph in iter_squad(document, Path(path)):
-            yield paragraph.passage
+            yield paragraph.record, paragraph.passage
         return
     if not isinstance(document, list):
         raise DPRDataError(
             f"expected a list of DPR records or a SQuAD object with 'data', got {type(document).__name__}",
             path,
         )
-    seen: set[str] = set()
+    # id -> (record, field, hash of title and text) where the id was first seen
+    seen: dict[str, tuple[int, str, int]] = {}
     for number, record in enumerate(document, start=1):
         where = Where(path, number)
         record = require_mapping(record, where)
@@ -109,9 +107,18 @@ def _generate_json(path: str, report: list[str]) -> Iterator[dict]:
                 raise where.error(f"expected a list of passages, got {type(ctxs).__name__}", field)
             for i, ctx in enumerate(ctxs):
                 passage = normalize_passage(ctx, where, f"{field}[{i}]")
-                if passage["id"] not in seen:
-                    seen.add(passage["id"])
-                    yield passage
+                content = hash((passage["title"], passage["text"]))
+                known = seen.get(passage["id"])
+                if known is None:
+                    seen[passage["id"]] = (number, f"{field}[{i}]", content)
+                    yield number, passage
+                elif known[2] != content:
+                    key = "id" if ctx.get("id") is not None else "passage_id"
+                    raise where.error(
+                        f"passage id {passage['id'][:80]!r} is already the id of another passage (record"
+                        f" {known[0]}, {known[1]}): same id, different title or text",
+                        f"{field}[{i}].{key}",
+                    )
 
 
 def _split_batch(batch: dict[str, list], words: int) -> dict[str, list]:

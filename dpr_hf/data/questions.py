@@ -39,7 +39,9 @@ def load_questions(
     skipped and counted), DPR's qas TSV/CSV (question, then a JSON or Python list of answers, read with
     `json`/`ast.literal_eval`, never `eval`), JSONL `{id?, question, answers?, gold_passage_id?}`, DPR
     retriever JSON/JSONL (gold = first positive), a `Dataset`, a `save_to_disk` folder or a Hub name.
-    `gold_passage_id` is "" when unknown; a missing id is the record number.
+    `gold_passage_id` is "" when unknown; a missing id is the record number (in SQuAD `f"{a}-{p}-{q}"`, its
+    article, paragraph and question index). Ids are unique, as predictions and evaluation key on them: a
+    repeated one raises `DPRDataError` naming both records.
     """
     return load_records(
         source,
@@ -48,12 +50,8 @@ def load_questions(
         required=("question",),
         features=QUESTION_FEATURES,
         normalize_batch=_normalize_batch,
-        generators={
-            ".tsv": _generate_qas,
-            ".csv": _generate_qas,
-            ".jsonl": _generate_jsonl,
-            ".json": _generate_json,
-        },
+        readers={".tsv": _read_qas, ".csv": _read_qas, ".jsonl": _read_jsonl, ".json": _read_json},
+        id_note="a question without id is numbered by its record",
     )
 
 
@@ -84,7 +82,7 @@ def parse_answer_list(text: str, where: Where) -> list[str]:
     """DPR's qas answer column: a JSON list, or a Python literal list (original DPR used `eval`; we do not)."""
     try:
         answers = json.loads(text)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # not JSON, nested too deeply, an integer too long
         try:
             answers = ast.literal_eval(text)
         except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
@@ -94,7 +92,7 @@ def parse_answer_list(text: str, where: Where) -> list[str]:
     return list(answers)
 
 
-def _generate_qas(path: str, report: list[str]) -> Iterator[dict]:
+def _read_qas(path: str, report: list[str]) -> Iterator[tuple[int, dict]]:
     for number, fields in iter_delimited(path):
         if not fields:
             continue
@@ -105,29 +103,35 @@ def _generate_qas(path: str, report: list[str]) -> Iterator[dict]:
             raise where.error("expected a question and a list of answers", "answers")
         if not fields[0].strip():
             raise where.error("must not be empty", "question")
-        yield {
-            "id": fields[2] if len(fields) > 2 and fields[2] else str(number),
-            "question": fields[0],
-            "answers": parse_answer_list(fields[1], where),
-            "gold_passage_id": "",
-        }
+        yield (
+            number,
+            {
+                "id": fields[2] if len(fields) > 2 and fields[2] else str(number),
+                "question": fields[0],
+                "answers": parse_answer_list(fields[1], where),
+                "gold_passage_id": "",
+            },
+        )
 
 
-def _generate_jsonl(path: str, report: list[str]) -> Iterator[dict]:
+def _read_jsonl(path: str, report: list[str]) -> Iterator[tuple[int, dict]]:
     for number, record in iter_jsonl(path):
-        yield normalize_question(record, Where(path, number))
+        yield number, normalize_question(record, Where(path, number))
 
 
-def _generate_json(path: str, report: list[str]) -> Iterator[dict]:
+def _read_json(path: str, report: list[str]) -> Iterator[tuple[int | str, dict]]:
     document = read_json(path)
     if is_squad(document):
         for paragraph, question in iter_answerable(iter_squad(document, Path(path)), path, report):
-            yield {
-                "id": question.id,
-                "question": question.question,
-                "answers": question.answers,
-                "gold_passage_id": paragraph.passage["id"],
-            }
+            yield (
+                question.record,
+                {
+                    "id": question.id,
+                    "question": question.question,
+                    "answers": question.answers,
+                    "gold_passage_id": paragraph.passage["id"],
+                },
+            )
         return
     if not isinstance(document, list):
         raise DPRDataError(
@@ -135,4 +139,4 @@ def _generate_json(path: str, report: list[str]) -> Iterator[dict]:
             path,
         )
     for number, record in enumerate(document, start=1):
-        yield normalize_question(record, Where(path, number))
+        yield number, normalize_question(record, Where(path, number))

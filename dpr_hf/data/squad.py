@@ -1,7 +1,8 @@
 """SQuAD-format JSON (plain or gzipped), read as paragraphs and their questions.
 
-A paragraph's id is `f"{article_title}-{paragraph_index}"` and its title the article title with "_" as space, so
-the ids of `load_passages`, `load_questions` and `load_retriever_data` on the same file agree.
+A paragraph's id is `f"{article_title}-{index}"`, `index` counting the paragraphs of articles with that title (so
+an article whose title repeats, or several untitled ones, never reuse an id), and its title the article title with
+"_" as space, so the ids of `load_passages`, `load_questions` and `load_retriever_data` on the same file agree.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from .schema import Where, get_id, get_string, require_mapping
 
 @dataclass
 class SquadQuestion:
+    record: str  # its JSON path, `data[a].paragraphs[p].qas[q]`
     id: str
     question: str
     answers: list[str]  # unique answer texts, in file order; empty for an unanswerable (v2.0) question
@@ -23,6 +25,7 @@ class SquadQuestion:
 
 @dataclass
 class SquadParagraph:
+    record: str  # its JSON path, `data[a].paragraphs[p]`
     passage: dict[str, str]
     questions: list[SquadQuestion] = field(default_factory=list)
 
@@ -36,6 +39,7 @@ def iter_squad(document: Any, path: Path) -> Iterator[SquadParagraph]:
     articles = require_mapping(document, Where(path, None)).get("data")
     if not isinstance(articles, list):
         raise Where(path, None).error(f"expected a list of articles, got {type(articles).__name__}", "data")
+    paragraphs_per_title: dict[str, int] = {}
     for a, article in enumerate(articles):
         where = Where(path, f"data[{a}]")
         article = require_mapping(article, where)
@@ -43,16 +47,19 @@ def iter_squad(document: Any, path: Path) -> Iterator[SquadParagraph]:
         paragraphs = article.get("paragraphs")
         if not isinstance(paragraphs, list):
             raise where.error(f"expected a list of paragraphs, got {type(paragraphs).__name__}", "paragraphs")
+        first = paragraphs_per_title.get(article_title, 0)
+        paragraphs_per_title[article_title] = first + len(paragraphs)
         for p, paragraph in enumerate(paragraphs):
             where = Where(path, f"data[{a}].paragraphs[{p}]")
             paragraph = require_mapping(paragraph, where)
             context = get_string(paragraph, "context", where)
             passage = {
-                "id": f"{article_title}-{p}",
+                "id": f"{article_title}-{first + p}",
                 "title": article_title.replace("_", " "),
                 "text": context,
             }
-            yield SquadParagraph(passage, list(_iter_questions(paragraph.get("qas"), path, a, p)))
+            questions = list(_iter_questions(paragraph.get("qas"), path, a, p))
+            yield SquadParagraph(where.record, passage, questions)
 
 
 def iter_answerable(
@@ -100,4 +107,4 @@ def _iter_questions(qas: Any, path: Path, a: int, p: int) -> Iterator[SquadQuest
             texts.append(get_string(answer, "text", where, f"answers[{i}].text"))
         if qa.get("is_impossible") is True:
             texts = []
-        yield SquadQuestion(identifier, question, list(dict.fromkeys(texts)))
+        yield SquadQuestion(where.record, identifier, question, list(dict.fromkeys(texts)))
