@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import common
 import faiss
@@ -65,6 +66,19 @@ def dense_retriever(pair_dir, corpus, precision: str | None) -> tuple[DenseRetri
     seconds = time.perf_counter() - start
     index = PassageIndex.build(embedded, "Flat", encoder_fingerprint=encoder_fingerprint(passage_encoder))
     return DenseRetriever(question_encoder, tokenizer, index, precision=precision), seconds
+
+
+def training_summary(pair_dir: Path) -> str:
+    """How the pair was trained, from its training_args.json (what the table's trained row stands for)."""
+    args_file = pair_dir / "training_args.json"
+    if not args_file.exists():
+        return "no training_args.json"
+    args = json.loads(args_file.read_text())
+    samples = args.get("max_train_samples") or "all"
+    return (
+        f"{samples} questions of `{args.get('train_file')}`, {args.get('num_train_epochs')} epoch(s), "
+        f"batch {args.get('per_device_train_batch_size')}, {args.get('num_hard_negatives')} hard negative(s)"
+    )
 
 
 def main() -> None:
@@ -132,9 +146,8 @@ def main() -> None:
             )
             + f"), {len(questions):,} dev-a questions; "
             "top-k = % of questions with an answer string in the top k (DPR's has_answer); gold_recall = % with "
-            f"the question's own paragraph in the top k. Trained pair: `{pair_dir}` "
-            f"(recipes/quickstart/retriever.yaml, 768 questions of the quickstart subset); dpr_hf encoding "
-            f"precision {args.precision}. Plot: `{plot.relative_to(common.ROOT)}`.",
+            f"the question's own paragraph in the top k. Trained pair: `{pair_dir}` ({training_summary(pair_dir)}); "
+            f"dpr_hf encoding precision {args.precision}. Plot: `{plot.relative_to(common.ROOT)}`.",
             common.table(["retriever", *KEYS, "top_20 / BM25"], rows),
             common.table(["step", "seconds"], [[k, v] for k, v in seconds.items()]),
             common.BASE_NOTE,
