@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import csv
 import gzip
 import json
 import logging
@@ -157,6 +159,26 @@ def test_qas_tsv_and_csv(tmp_path):
     (tmp_path / "qas.csv").write_text('question,answers\n"a, b?","[""x""]"\n', encoding="utf-8")
     assert load_questions(tmp_path / "qas.csv").to_list() == [
         {"id": "2", "question": "a, b?", "answers": ["x"], "gold_passage_id": ""}
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "question"),
+    [
+        ("multiline.tsv", '"who\nwrote it"\t["a"]\n', "who\nwrote it"),  # line 1 has no tab: still TSV
+        ("dpr.csv", "who wrote it\t['a']\n", "who wrote it"),  # DPR's qas .csv files are tab-separated
+        ("comma.csv", '"who\twrote, it","[""a""]"\n', "who\twrote, it"),  # a tab inside a quoted field
+    ],
+)
+def test_qas_first_record_decides_the_delimiter(tmp_path, name, content, question):
+    (tmp_path / name).write_text(content, encoding="utf-8")
+    assert load_questions(tmp_path / name).to_list() == [
+        {
+            "id": "1" if "multiline" not in name else "2",
+            "question": question,
+            "answers": ["a"],
+            "gold_passage_id": "",
+        }
     ]
 
 
@@ -352,6 +374,276 @@ def test_empty_files_are_empty_datasets(tmp_path):
         assert len(data) == 0 and data.features == RETRIEVER_FEATURES
 
 
+# Lists of objects with the loaders' own keys: values that get past the first type checks.
+SHAPED_VALUES = st.lists(
+    st.dictionaries(
+        st.sampled_from(["id", "passage_id", "title", "text", "context", "qas", "question", "answers"]),
+        JSON_VALUES,
+        max_size=4,
+    ),
+    max_size=2,
+)
+HYPOTHESIS = settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+def _load_or_error(loader, path):
+    """The loaded rows, or the DPRDataError, which must name the file; any other exception fails the test."""
+    try:
+        return loader(path).to_list()
+    except DPRDataError as error:
+        assert str(path) in str(error) and error.path is not None
+        return error
+
+
+def _expected_question_field(field: str, value):
+    """What `value` in `field` of a question record must load as (column, value), or None: refused."""
+    if field == "question":
+        return ("question", value) if isinstance(value, str) and value.strip() else None
+    if field == "answers":
+        if value is None:
+            return "answers", []
+        ok = isinstance(value, list) and all(isinstance(answer, str) for answer in value)
+        return ("answers", value) if ok else None
+    if field == "positive_ctxs":
+        if not value:
+            return "gold_passage_id", ""
+        ctx = value[0] if isinstance(value, list) and isinstance(value[0], dict) else None
+        if ctx is None or not isinstance(ctx.get("text"), str):
+            return None
+        given_id = next((ctx[key] for key in ("id", "passage_id") if ctx.get(key) is not None), None)
+        return "gold_passage_id", str(given_id) if given_id is not None else passage_id(
+            ctx.get("title") or "", ctx["text"]
+        )
+    column = "gold_passage_id" if field == "gold_passage_id" else "id"
+    if value is None:
+        return column, "" if field == "gold_passage_id" else "1"
+    return (column, str(value)) if isinstance(value, (str, int)) and not isinstance(value, bool) else None
+
+
+@HYPOTHESIS
+@given(
+    field=st.sampled_from(["id", "question", "answers", "gold_passage_id", "positive_ctxs"]),
+    value=JSON_VALUES | SHAPED_VALUES,
+    jsonl=st.booleans(),
+)
+def test_question_field_values_load_canonically_or_raise_our_error(tmp_path, field, value, jsonl):
+    """JSON/JSONL questions: any value in any field loads as exactly that value, or is refused by field."""
+    record = {"question": "q", "answers": ["a"], field: value}
+    path = tmp_path / f"{uuid.uuid4().hex}.{'jsonl' if jsonl else 'json'}"
+    path.write_text(json.dumps(record) + "\n" if jsonl else json.dumps([record]))
+    loaded = _load_or_error(load_questions, path)
+    expected = _expected_question_field(field, value)
+    if isinstance(loaded, DPRDataError):
+        assert expected is None or field == "positive_ctxs", f"refused a valid {field}: {loaded}"
+        assert loaded.record == 1 and loaded.field.startswith(field)
+        return
+    assert expected is not None, f"accepted an invalid {field}: {loaded}"
+    column, canonical = expected
+    assert len(loaded) == 1 and loaded[0][column] == canonical
+
+
+def _parsed_answers(cell: str):
+    """The answers a qas cell holds by its own reading (JSON, else a Python literal), or None."""
+    for parse in (json.loads, ast.literal_eval):
+        try:
+            answers = parse(cell)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            continue
+        return list(answers) if isinstance(answers, (list, tuple)) else None
+    return None
+
+
+@HYPOTHESIS
+@given(
+    question=st.text(max_size=8),
+    answers=st.lists(st.text(max_size=6), max_size=3) | st.text(max_size=8),
+    identifier=st.none() | st.text(max_size=4),
+    suffix=st.sampled_from([".tsv", ".csv"]),
+    python_literal=st.booleans(),
+)
+def test_qas_cells_load_canonically_or_raise_our_error(
+    tmp_path, question, answers, identifier, suffix, python_literal
+):
+    """qas TSV (DPR's, no header) and CSV (with header): any cell text, including tabs, quotes and line breaks,
+    loads as exactly that text or is refused naming the question or answers field."""
+    if isinstance(answers, list):
+        cell = repr(answers) if python_literal else json.dumps(answers)
+    else:
+        cell = answers
+    row = [question, cell, *([identifier] if identifier is not None else [])]
+    path = tmp_path / f"{uuid.uuid4().hex}{suffix}"
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        if suffix == ".csv":
+            handle.write("question,answers,id\r\n")
+        csv.writer(handle, delimiter="\t" if suffix == ".tsv" else ",").writerow(row)
+    loaded = _load_or_error(load_questions, path)
+    parsed = _parsed_answers(cell)
+    valid = question.strip() and parsed is not None and all(isinstance(answer, str) for answer in parsed)
+    if isinstance(loaded, DPRDataError):
+        assert not valid, f"refused a valid row {row}: {loaded}"
+        assert isinstance(loaded.record, int) and loaded.field in ("question", "answers")
+        return
+    if suffix == ".tsv" and [question.strip().lower(), cell.strip().lower()] == ["question", "answers"]:
+        assert loaded == []  # DPR's header row
+        return
+    assert valid, f"accepted an invalid row {row}: {loaded}"
+    ((example,),) = [loaded]
+    assert (example["question"], example["answers"], example["gold_passage_id"]) == (question, parsed, "")
+    if identifier:
+        assert example["id"] == identifier
+    else:
+        assert example["id"].isdigit()  # the record's line number
+
+
+SQUAD_SLOTS = {"title": "article", "paragraphs": "article", "context": "paragraph", "qas": "paragraph"}
+SQUAD_SLOTS |= {"question": "qa", "id": "qa", "answers": "qa", "is_impossible": "qa", "text": "answer"}
+
+
+def _expected_squad_leaf(slot: str, value) -> dict | None:
+    """What `value` in a SQuAD leaf field must load as, or None: refused."""
+    is_text = isinstance(value, str)
+    if slot == "title":
+        if not is_text and value is not None:
+            return None
+        return {"passage_id": f"{value or ''}-0", "title": (value or "").replace("_", " ")}
+    if slot == "context":
+        return {"text": value} if is_text else None
+    if slot == "question":
+        return {"question": value} if is_text and value.strip() else None
+    if slot == "id":
+        if isinstance(value, bool) or not isinstance(value, (str, int, type(None))):
+            return None
+        return {"id": str(value) if value not in (None, "") else "0-0-0"}
+    if slot == "text":
+        return {"answers": [value]} if is_text else None
+    return {"answerable": value is not True}  # is_impossible: only true means unanswerable
+
+
+@HYPOTHESIS
+@given(slot=st.sampled_from(sorted(SQUAD_SLOTS)), value=JSON_VALUES | SHAPED_VALUES)
+def test_squad_field_values_load_canonically_or_raise_our_error(tmp_path, slot, value):
+    """SQuAD JSON through all three loaders: any value in any field loads as that value, with the same passage,
+    question and positive everywhere, or every loader refuses it naming the record (JSON path) and field."""
+    answer = {"text": "c", "answer_start": 0}
+    qa = {"id": "q1", "question": "q?", "answers": [answer]}
+    paragraph = {"context": "c", "qas": [qa]}
+    article = {"title": "T_x", "paragraphs": [paragraph]}
+    {"article": article, "paragraph": paragraph, "qa": qa, "answer": answer}[SQUAD_SLOTS[slot]][slot] = value
+    path = tmp_path / f"{uuid.uuid4().hex}.json"
+    path.write_text(json.dumps({"data": [article]}))
+    results = [
+        _load_or_error(loader, path) for loader in (load_passages, load_questions, load_retriever_data)
+    ]
+    errors = [result for result in results if isinstance(result, DPRDataError)]
+    container = slot in ("paragraphs", "qas", "answers")
+    expected = None if container else _expected_squad_leaf(slot, value)
+    if errors:
+        assert len(errors) == 3, f"only some loaders refused: {errors}"
+        assert container or expected is None, f"refused a valid {slot}: {errors[0]}"
+        for error in errors:
+            assert error.record.startswith("data[0]")
+            assert slot in f"{error.record}.{error.field}" if container else error.field.endswith(slot)
+        return
+    assert container or expected is not None, f"accepted an invalid {slot}: {results}"
+    passages, questions, pairs = results
+    assert [q["gold_passage_id"] for q in questions] == [p["positive_ctxs"][0]["id"] for p in pairs]
+    assert [(q["question"], q["answers"]) for q in questions] == [
+        (p["question"], p["answers"]) for p in pairs
+    ]
+    assert {q["gold_passage_id"] for q in questions} <= {p["id"] for p in passages}
+    if container:
+        return
+    unchanged = {"passage_id": "T_x-0", "title": "T x", "text": "c", "id": "q1", "question": "q?"}
+    want = unchanged | {"answers": ["c"], "answerable": True} | expected
+    assert passages == [{"id": want["passage_id"], "title": want["title"], "text": want["text"]}]
+    question = {key: want[key] for key in ("id", "question", "answers")} | {
+        "gold_passage_id": want["passage_id"]
+    }
+    assert questions == ([question] if want["answerable"] else [])
+
+
+@HYPOTHESIS
+@given(
+    content=st.binary(max_size=80),
+    case=st.sampled_from(
+        [(load_questions, s) for s in (".tsv", ".csv", ".jsonl", ".json", ".json.gz")]
+        + [(load_passages, s) for s in (".csv", ".jsonl", ".json")]
+    ),
+)
+def test_arbitrary_bytes_as_questions_or_passages_never_escape(tmp_path, content, case):
+    loader, suffix = case
+    path = tmp_path / f"{uuid.uuid4().hex}{suffix}"
+    path.write_bytes(content)
+    _load_or_error(loader, path)
+
+
+@pytest.mark.parametrize(
+    ("loader", "name", "content", "record", "field"),
+    [
+        (load_questions, "deep.json", "[" * 100_000, None, None),
+        (load_passages, "deep.jsonl", '{"text": "t"}\n' + "[" * 100_000, 2, None),
+        (load_retriever_data, "long.json", "[" + "1" * 5000 + "]", None, None),
+        (load_questions, "deep.tsv", "q\t" + "[" * 100_000, 1, "answers"),
+        (load_questions, "long.tsv", "q\t[" + "1" * 5000 + "]", 1, "answers"),
+    ],
+)
+def test_json_that_python_cannot_read_is_our_error(tmp_path, loader, name, content, record, field):
+    """Nesting past the recursion limit or a 5,000-digit integer: valid JSON syntax that `json` refuses."""
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(DPRDataError) as error:
+        loader(path)
+    assert (str(error.value.path), error.value.record, error.value.field) == (str(path), record, field)
+
+
+# --------------------------------------------------------------------------------------------- huge fields
+HUGE = 'Aaron, called Ahärôn, a "prophet"\twith a tab. ' * 100_000  # 4.4 MB of text in one field
+
+
+def _huge_file(tmp_path, name: str):
+    """Write the file `name` with HUGE as its passage text or question; returns the path."""
+    quoted = '"' + HUGE.replace('"', '""') + '"'
+    squad_context = {"data": [{"title": "T", "paragraphs": [{"context": HUGE, "qas": [SQUAD_QA]}]}]}
+    contents = {
+        "passages.tsv": lambda: f"id\ttext\ttitle\n1\t{quoted}\tT\n",
+        "passages.jsonl": lambda: json.dumps({"id": "1", "title": "T", "text": HUGE}) + "\n",
+        "passages.json": lambda: json.dumps([_with(positive_ctxs=[{"id": "1", "title": "T", "text": HUGE}])]),
+        "squad.json": lambda: json.dumps(squad_context),
+        "squad-question.json": lambda: json.dumps(
+            {"data": [_squad_article([{**SQUAD_QA, "question": HUGE}])]}
+        ),
+        "qas.tsv": lambda: f'{quoted}\t["a"]\n',
+        "questions.jsonl": lambda: json.dumps({"id": "q", "question": HUGE, "answers": ["a"]}) + "\n",
+        "retriever.jsonl": lambda: json.dumps(_with(question=HUGE)) + "\n",
+    }
+    path = tmp_path / name
+    path.write_text(contents[name](), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("loader", "name", "column"),
+    [
+        (load_passages, "passages.tsv", "text"),
+        (load_passages, "passages.jsonl", "text"),
+        (load_passages, "passages.json", "text"),
+        (load_passages, "squad.json", "text"),
+        (load_questions, "qas.tsv", "question"),
+        (load_questions, "questions.jsonl", "question"),
+        (load_questions, "squad-question.json", "question"),
+        (load_retriever_data, "retriever.jsonl", "question"),
+        (load_retriever_data, "squad.json", "positive_ctxs"),
+    ],
+)
+def test_huge_fields_load_whole(tmp_path, loader, name, column):
+    """A 4.4 MB passage or question (quotes, tabs, non-ASCII) loads whole: no field-size limit, no crash."""
+    (row,) = loader(_huge_file(tmp_path, name)).to_list()
+    value = row[column][0]["text"] if column == "positive_ctxs" else row[column]
+    assert value == HUGE
+
+
 # ------------------------------------------------------------------------------------------- duplicate ids
 def _duplicate_error(loader, source) -> DPRDataError:
     with pytest.raises(DPRDataError) as error:
@@ -390,7 +682,7 @@ def test_duplicate_passage_ids_name_the_record_and_the_earlier_one(
     else:
         path.write_text(content, encoding="utf-8")
     error = _duplicate_error(load_passages, path)
-    assert (error.path, error.record, error.field) == (path, record, "id")
+    assert (str(error.path), error.record, error.field) == (str(path), record, "id")
     assert f"duplicate id {value!r}: record {earlier} has it too" in str(error)
     assert str(path) in str(error)
 
@@ -469,7 +761,7 @@ def test_duplicate_question_ids_name_the_record_and_the_earlier_one(
     path = tmp_path / name
     path.write_text(content, encoding="utf-8")
     error = _duplicate_error(load_questions, path)
-    assert (error.path, error.record, error.field) == (path, record, "id")
+    assert (str(error.path), error.record, error.field) == (str(path), record, "id")
     assert f"duplicate id {value!r}: record {earlier} has it too" in str(error)
 
 

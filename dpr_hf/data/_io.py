@@ -10,6 +10,7 @@ import gzip
 import hashlib
 import inspect
 import io
+import itertools
 import json
 import logging
 import os
@@ -109,15 +110,18 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
 
 
 def iter_delimited(path: str | os.PathLike, delimiter: str | None = None) -> Iterator[tuple[int, list[str]]]:
-    """Yield (line number, fields) of a TSV/CSV file; the delimiter defaults to a tab when line 1 has one."""
+    """Yield (line number, fields) of a TSV/CSV file.
+
+    The delimiter defaults to a tab for `.tsv`; a `.csv` is read as tab-separated when its first record has
+    tab-separated fields (DPR's qas `.csv` files are TSV), else as comma-separated. The first record, not the
+    first line, decides: a quoted field may span lines.
+    """
     path = Path(path)
     lines = (line for _, line in iter_lines(path))
-    first = next(lines, None)
-    if first is None:
-        return
+    read: list[str] = []
     if delimiter is None:
-        delimiter = "\t" if "\t" in first else ","
-    reader = csv.reader(_chain(first, lines), delimiter=delimiter)
+        delimiter = "\t" if base_suffix(path) == ".tsv" else _sniff_delimiter(_recorded(lines, read))
+    reader = csv.reader(itertools.chain(read, lines), delimiter=delimiter)
     try:
         for fields in reader:
             yield reader.line_num, fields
@@ -127,9 +131,19 @@ def iter_delimited(path: str | os.PathLike, delimiter: str | None = None) -> Ite
         ) from None
 
 
-def _chain(first: str, rest: Iterator[str]) -> Iterator[str]:
-    yield first
-    yield from rest
+def _sniff_delimiter(lines: Iterator[str]) -> str:
+    try:
+        first = next(csv.reader(lines, delimiter="\t"), [])
+    except csv.Error:  # reported with its line number by the real read
+        first = []
+    return "\t" if len(first) > 1 else ","
+
+
+def _recorded(lines: Iterator[str], read: list[str]) -> Iterator[str]:
+    """`lines`, each also appended to `read` so a probe can be replayed."""
+    for line in lines:
+        read.append(line)
+        yield line
 
 
 def file_fingerprint(kind: str, path: str | os.PathLike, **options: Any) -> str:
