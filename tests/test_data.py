@@ -444,6 +444,57 @@ def test_question_field_values_load_canonically_or_raise_our_error(tmp_path, fie
     assert len(loaded) == 1 and loaded[0][column] == canonical
 
 
+def _expected_passage_field(field: str, value):
+    """The passage `{"title": "T", "text": "t", field: value}` must load as, or None: refused."""
+    passage = {"title": "T", "text": "t", field: value}
+    if not isinstance(passage["text"], str) or not isinstance(passage["title"], (str, type(None))):
+        return None
+    title = passage["title"] or ""
+    if field in ("id", "passage_id") and value is not None:
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            return None
+        return {"id": str(value), "title": title, "text": passage["text"]}
+    return {"id": passage_id(title, passage["text"]), "title": title, "text": passage["text"]}
+
+
+@HYPOTHESIS
+@given(
+    field=st.sampled_from(["id", "passage_id", "title", "text"]),
+    value=JSON_VALUES | SHAPED_VALUES,
+    jsonl=st.booleans(),
+)
+def test_passage_field_values_load_canonically_or_raise_our_error(tmp_path, field, value, jsonl):
+    """Passage JSONL and DPR retriever JSON ctxs: any value in any field loads as exactly that value, or is
+    refused naming the field."""
+    ctx = {"title": "T", "text": "t", field: value}
+    path = tmp_path / f"{uuid.uuid4().hex}.{'jsonl' if jsonl else 'json'}"
+    path.write_text(json.dumps(ctx) + "\n" if jsonl else json.dumps([_with(positive_ctxs=[ctx])]))
+    loaded = _load_or_error(load_passages, path)
+    expected = _expected_passage_field(field, value)
+    if isinstance(loaded, DPRDataError):
+        assert expected is None, f"refused a valid {field}: {loaded}"
+        assert loaded.record == 1 and loaded.field.endswith(f".{field}")
+        return
+    assert loaded == [expected]
+
+
+@HYPOTHESIS
+@given(
+    rows=st.lists(st.tuples(st.text(max_size=6), st.text(max_size=6)), max_size=3),
+    suffix=st.sampled_from([".tsv", ".csv"]),
+)
+def test_passage_tsv_cells_load_as_written(tmp_path, rows, suffix):
+    """DPR passage TSV (and CSV): any title and text, with tabs, quotes and line breaks, load as written."""
+    path = tmp_path / f"{uuid.uuid4().hex}{suffix}"
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle, delimiter="\t" if suffix == ".tsv" else ",")
+        writer.writerows(
+            [("id", "text", "title")] + [(str(i), text, title) for i, (title, text) in enumerate(rows)]
+        )
+    expected = [{"id": str(i), "title": title, "text": text} for i, (title, text) in enumerate(rows)]
+    assert load_passages(path).to_list() == expected
+
+
 def _parsed_answers(cell: str):
     """The answers a qas cell holds by its own reading (JSON, else a Python literal), or None."""
     for parse in (json.loads, ast.literal_eval):
