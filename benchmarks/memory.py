@@ -213,7 +213,10 @@ def main() -> None:
     if args.no_record:
         print(body)
     else:
-        record("Bounded memory: encoding and indexing 50K vs 200K passages", body, False, started)
+        title = (
+            f"Bounded memory: encoding and indexing {small['passages']:,} vs {large['passages']:,} passages"
+        )
+        record(title, body, False, started)
 
 
 if __name__ == "__main__":

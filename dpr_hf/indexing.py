@@ -338,6 +338,18 @@ def _index_family(index: faiss.Index) -> str:
     return type(concrete).__name__
 
 
+def _reserve_flat_codes(index: faiss.Index, count: int) -> None:
+    """Allocate a Flat (or HNSW-Flat) index's vector array for `count` vectors before they are added in batches:
+    left to grow, the array doubles, and each regrowth holds the old and the new array at once (up to 2x the
+    vectors at the peak, and at the end for a corpus just past a doubling)."""
+    concrete = faiss.downcast_index(index)  # views: `index` owns the memory
+    if isinstance(concrete, faiss.IndexHNSW):
+        concrete = faiss.downcast_index(concrete.storage)
+    if isinstance(concrete, faiss.IndexFlatCodes) and concrete.ntotal == 0:
+        concrete.codes.resize(count * concrete.code_size)
+        concrete.codes.resize(0)  # a std::vector keeps its capacity when shrunk: later adds fill it in place
+
+
 def _default_search_parameters(factory: str) -> dict[str, int]:
     parameters = {}
     for family, family_parameters in DEFAULT_SEARCH_PARAMETERS.items():
@@ -360,8 +372,11 @@ class PassageIndex:
             )
         self.dataset = dataset
         self.manifest = manifest
-        # Rows are read from a view without the index: datasets refuses most operations on an indexed dataset.
-        self._passages = dataset.select_columns([c for c in dataset.column_names if c != EMBEDDINGS_COLUMN])
+        # Rows are read from a view without the index: datasets refuses most operations on an indexed dataset, and
+        # `select_columns` deep-copies the dataset, FAISS index included (a second copy of every vector).
+        self._passages = _unindexed_copy(dataset).select_columns(
+            [c for c in dataset.column_names if c != EMBEDDINGS_COLUMN]
+        )
         self.set_search_parameters(**manifest.get("search_parameters", {}))
 
     @property
@@ -413,7 +428,7 @@ class PassageIndex:
         dataset = _unindexed_copy(dataset)
         dim = _embedding_dim(dataset)
         index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
-        if index.is_trained:
+        if index.is_trained and device is not None:  # built on the GPU by datasets
             dataset.add_faiss_index(
                 column=EMBEDDINGS_COLUMN,
                 metric_type=faiss.METRIC_INNER_PRODUCT,
@@ -423,7 +438,11 @@ class PassageIndex:
             )
             train_size = 0
         else:
-            index, train_size = cls._train(index, dataset, train_size, seed, device)
+            if index.is_trained:
+                train_size = 0
+            else:
+                index, train_size = cls._train(index, dataset, train_size, seed, device)
+            _reserve_flat_codes(index, len(dataset))
             dataset.add_faiss_index(column=EMBEDDINGS_COLUMN, custom_index=index, batch_size=batch_size)
         manifest = {
             "format_version": MANIFEST_VERSION,

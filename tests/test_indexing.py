@@ -11,6 +11,7 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+import pyarrow as pa
 import pytest
 import torch
 from datasets import Dataset, load_from_disk
@@ -365,4 +366,59 @@ def test_inner_product_metric_is_recorded(saved_index):
     assert (
         index.faiss_index.metric_type == faiss.METRIC_INNER_PRODUCT
         and index.manifest["metric"] == "inner_product"
+    )
+
+
+# ----------------------------------------------------------------------------------------------------- memory
+_MEMORY_PROBE = """
+import sys, threading
+from pathlib import Path
+from datasets import load_from_disk
+from dpr_hf.indexing import PassageIndex
+
+def anon_mib():
+    status = Path("/proc/self/status").read_text()
+    return int(status.split("RssAnon:")[1].split()[0]) / 1024
+
+dataset = load_from_disk(sys.argv[1])  # memory-mapped: file pages, not anonymous memory
+base = anon_mib()
+peak = [base]
+done = threading.Event()
+
+def sample():
+    while not done.wait(0.005):
+        peak[0] = max(peak[0], anon_mib())
+
+threading.Thread(target=sample, daemon=True).start()
+index = PassageIndex.build(dataset)
+index.save(sys.argv[2])
+del index
+loaded = PassageIndex.load(sys.argv[2])
+peak[0] = max(peak[0], anon_mib())
+done.set()
+print(len(loaded), peak[0] - base)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads anonymous RSS from Linux /proc")
+def test_flat_build_save_load_holds_one_copy_of_the_vectors(tmp_path):
+    # A Flat index must hold N x dim x 4 bytes; anything above 1.5x is a copy too many (the index deep-copied with
+    # the passages view, or its array regrown by doubling, which 165K x 128 rows just past a doubling would show).
+    vectors = _vectors(165_000, 128)
+    vectors_mib = vectors.nbytes / 2**20
+    column = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), 128)
+    Dataset(pa.table({"embeddings": column})).save_to_disk(str(tmp_path / "embeddings"))
+    del vectors, column
+    completed = subprocess.run(
+        [sys.executable, "-c", _MEMORY_PROBE, str(tmp_path / "embeddings"), str(tmp_path / "index")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    count, growth_mib = completed.stdout.split()
+    assert int(count) == 165_000
+    assert float(growth_mib) < 1.5 * vectors_mib, (
+        f"peak anonymous growth {growth_mib} MiB, vectors {vectors_mib:.0f}"
     )
