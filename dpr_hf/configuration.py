@@ -71,12 +71,16 @@ class ExtractiveReaderConfig(PreTrainedConfig):
 
     Args:
         encoder: config (or dict) of the backbone encoder.
+        tokenizer_fingerprint: `dpr_hf.tokenization.tokenizer_fingerprint` of the tokenizer the reader was
+            built and trained with, so that reading with another vocabulary is refused; None (readers saved
+            before it was recorded, or built without a tokenizer) skips that check.
     """
 
     model_type = "dpr_hf_reader"
     sub_configs_defaults = {"encoder": SubConfigSpec(config_class=AutoConfig, model_type="bert")}
 
     encoder: PreTrainedConfig | dict | None = None
+    tokenizer_fingerprint: str | None = None
 
     @property
     def hidden_size(self) -> int:

@@ -46,6 +46,7 @@ from transformers import (
 from .configuration import ExtractiveReaderConfig, PassageEncoderConfig, QuestionEncoderConfig
 from .errors import DPRDataError, MismatchError
 from .modeling import DPREncoder, ExtractiveReader, PassageEncoder, QuestionEncoder
+from .tokenization import tokenizer_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -427,6 +428,8 @@ def convert(
         raise ValueError(f"to must be 'dpr_hf' or 'transformers', got {to!r}")
     for model, tokens in outputs.values():
         _check_tokenizer(tokens, model.get_input_embeddings().num_embeddings, str(tokenizer or src))
+        if isinstance(model, ExtractiveReader):  # read later only with this vocabulary
+            model.config.tokenizer_fingerprint = tokenizer_fingerprint(tokens)
     written = _save(outputs, dest, overwrite)
     logger.info("converted %s (%s) -> %s", src, kind, ", ".join(map(str, written)))
     return written

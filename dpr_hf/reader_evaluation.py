@@ -19,7 +19,7 @@ from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTo
 from .errors import MismatchError
 from .evaluation import exact_match_score, f1_score
 from .modeling import ExtractiveReader
-from .reading import READER_MAX_LENGTH, score_passages
+from .reading import READER_MAX_LENGTH, check_reader_tokenizer, score_passages
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +116,10 @@ def load_reader(path: str | os.PathLike) -> tuple[ExtractiveReader, PreTrainedTo
     model = AutoModel.from_pretrained(folder, dtype=torch.float32)
     if not isinstance(model, ExtractiveReader):
         raise MismatchError(f"{folder} holds a {type(model).__name__}, not an ExtractiveReader")
-    return model, AutoTokenizer.from_pretrained(folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    # A tokenizer swapped in the folder is refused before any data is read.
+    check_reader_tokenizer(model, tokenizer)
+    return model, tokenizer
 
 
 def write_json(data: object, path: Path) -> None:

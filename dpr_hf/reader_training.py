@@ -23,7 +23,8 @@ from .data.reader import ReaderCollator, load_reader_data, tokenize_reader_data
 from .losses import reader_loss
 from .modeling import ExtractiveReader
 from .reader_evaluation import evaluate_reader
-from .reading import READER_MAX_LENGTH
+from .reading import READER_MAX_LENGTH, check_reader_tokenizer
+from .tokenization import tokenizer_fingerprint
 from .training import Trainer, TrainingArguments, TrainingTask, resolve_model_path
 
 
@@ -69,14 +70,21 @@ class ReaderArguments:
 
 
 def load_reader_model(model_name_or_path: str) -> tuple[ExtractiveReader, PreTrainedTokenizerBase]:
-    """A reader and its tokenizer: loaded from a reader folder, or built around a pretrained backbone."""
+    """A reader and its tokenizer: loaded from a reader folder, or built around a pretrained backbone.
+
+    The reader's config records the tokenizer's vocabulary fingerprint (the reader is trained with it), so that
+    reading later with another tokenizer is refused.
+    """
     path = resolve_model_path(model_name_or_path)
     config = AutoConfig.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
     if isinstance(config, ExtractiveReaderConfig):
         reader = ExtractiveReader.from_pretrained(path, dtype=torch.float32)
+        check_reader_tokenizer(reader, tokenizer)
     else:
         reader = ExtractiveReader.from_backbone(path)
-    return reader, AutoTokenizer.from_pretrained(path)
+    reader.config.tokenizer_fingerprint = tokenizer_fingerprint(tokenizer)
+    return reader, tokenizer
 
 
 class ReaderTask(TrainingTask):

@@ -16,7 +16,7 @@ import torch
 from transformers import BatchEncoding, PreTrainedModel, PreTrainedTokenizerBase
 
 from .errors import MismatchError
-from .tokenization import QUESTION_MAX_LENGTH
+from .tokenization import QUESTION_MAX_LENGTH, tokenizer_fingerprint
 
 READER_MAX_LENGTH = 350
 
@@ -148,22 +148,30 @@ def _passage_dict(passage: dict) -> dict:
 
 
 def check_reader_tokenizer(reader: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
-    """Refuse a tokenizer that is visibly not the reader's: ids past its embeddings, or another padding id.
+    """Refuse a tokenizer that is not the reader's: ids past its embeddings, another padding id, or (for readers
+    that record it) another vocabulary than the one it was trained with.
 
-    Either would otherwise surface as an index error deep in torch or as silently wrong answers.
+    Each would otherwise surface as an index error deep in torch or as silently wrong answers.
     """
     backbone = getattr(reader.config, "encoder", reader.config)
     name = reader.name_or_path or type(reader).__name__
+    tokenizer_name = tokenizer.name_or_path or type(tokenizer).__name__
     if len(tokenizer) > backbone.vocab_size:
         raise MismatchError(
-            f"the tokenizer ({tokenizer.name_or_path or type(tokenizer).__name__}) has {len(tokenizer)} tokens "
-            f"but reader {name} embeds only {backbone.vocab_size}: use the tokenizer saved with the reader"
+            f"the tokenizer ({tokenizer_name}) has {len(tokenizer)} tokens but reader {name} embeds only "
+            f"{backbone.vocab_size}: use the tokenizer saved with the reader"
         )
     pad_id = getattr(backbone, "pad_token_id", None)
     if pad_id is not None and tokenizer.pad_token_id != pad_id:
         raise MismatchError(
-            f"the tokenizer ({tokenizer.name_or_path or type(tokenizer).__name__}) pads with id "
-            f"{tokenizer.pad_token_id} but reader {name} with id {pad_id}: use the tokenizer saved with the reader"
+            f"the tokenizer ({tokenizer_name}) pads with id {tokenizer.pad_token_id} but reader {name} with id "
+            f"{pad_id}: use the tokenizer saved with the reader"
+        )
+    recorded = getattr(reader.config, "tokenizer_fingerprint", None)
+    if recorded is not None and (found := tokenizer_fingerprint(tokenizer)) != recorded:
+        raise MismatchError(
+            f"reader {name} was trained with vocabulary {recorded[:19]}... but the tokenizer ({tokenizer_name}) "
+            f"has vocabulary {found[:19]}...: use the tokenizer saved with the reader"
         )
 
 

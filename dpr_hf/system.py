@@ -28,7 +28,7 @@ from transformers.utils import logging
 from .errors import MismatchError
 from .indexing import PassageIndex, replace_folder
 from .modeling import ExtractiveReader, PassageEncoder, QuestionEncoder
-from .reading import read
+from .reading import check_reader_tokenizer, read
 from .tokenization import QUESTION_MAX_LENGTH, format_questions
 
 logger = logging.get_logger(__name__)
@@ -159,6 +159,8 @@ class QASystem(nn.Module):
                 f"the passage encoder returns {passage_encoder.config.embedding_dim}-dim vectors, "
                 f"the question encoder {dim}-dim"
             )
+        if reader is not None:
+            check_reader_tokenizer(reader, reader_tokenizer)
 
     @property
     def device(self) -> torch.device:

@@ -2,12 +2,33 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import weakref
 from collections.abc import Sequence
+from operator import itemgetter
 
 from transformers import BatchEncoding, PreTrainedTokenizerBase
 
 QUESTION_MAX_LENGTH = 64
 PASSAGE_MAX_LENGTH = 256
+# tokenizer -> (len(tokenizer), fingerprint): hashing a 30K vocabulary takes tens of ms, too slow for every read.
+_FINGERPRINTS: weakref.WeakKeyDictionary[PreTrainedTokenizerBase, tuple[int, str]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
+    """Hash of the vocabulary (every token with its id, added tokens included), recorded in a model's config so
+    that a tokenizer of the same size and padding id but other ids (another WordPiece vocabulary) is refused.
+    Unchanged by save/load; recomputed when tokens are added."""
+    size = len(tokenizer)
+    cached = _FINGERPRINTS.get(tokenizer)
+    if cached is None or cached[0] != size:
+        vocab = sorted(tokenizer.get_vocab().items(), key=itemgetter(1))
+        digest = hashlib.sha256(json.dumps(vocab, ensure_ascii=False).encode()).hexdigest()
+        cached = _FINGERPRINTS[tokenizer] = (size, f"sha256:{digest}")
+    return cached[1]
 
 
 def format_questions(

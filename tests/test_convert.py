@@ -38,6 +38,7 @@ from dpr_hf.convert import (
     to_transformers_dpr,
 )
 from dpr_hf.errors import DPRDataError, MismatchError
+from dpr_hf.tokenization import tokenizer_fingerprint
 
 ATOL = 1e-5
 TITLES = ["Paris", "Photosynthesis"]
@@ -122,6 +123,14 @@ def test_transformers_reader_converts_exactly(tmp_path, minilm_path, dpr_config,
     _save_transformers(source, tmp_path / "dpr", minilm_path)
     reader = load_transformers_dpr(tmp_path / "dpr")
     assert isinstance(reader, ExtractiveReader)
+    # The converted folder records its tokenizer's vocabulary: reading with another one is refused.
+    [folder] = convert(tmp_path / "dpr", tmp_path / "ours")
+    saved = AutoModel.from_pretrained(folder).config.tokenizer_fingerprint
+    assert (
+        saved
+        == tokenizer_fingerprint(AutoTokenizer.from_pretrained(folder))
+        == tokenizer_fingerprint(tokenizer)
+    )
 
     # DPRReader feeds no token types: compare on [CLS] question [SEP] title [SEP] text with zeros.
     encoded = tokenizer(

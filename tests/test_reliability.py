@@ -21,7 +21,7 @@ import pytest
 import torch
 from datasets import Dataset, load_from_disk
 from tiny_qa_system import PASSAGES, QUESTIONS, build_tiny_system
-from transformers import AutoTokenizer, BertTokenizerFast
+from transformers import AutoTokenizer, BertModel, BertTokenizerFast
 
 from dpr_hf import (
     ExtractiveReader,
@@ -29,14 +29,18 @@ from dpr_hf import (
     OpenDomainQAPipeline,
     PassageEncoder,
     PassageEncoderConfig,
+    QASystem,
     QuestionEncoder,
     QuestionEncoderConfig,
 )
 from dpr_hf.cli import COMMANDS, main
 from dpr_hf.errors import MismatchError
 from dpr_hf.indexing import PassageIndex, encode_passages
+from dpr_hf.reader_evaluation import load_reader
+from dpr_hf.reader_training import load_reader_model
 from dpr_hf.reading import read
 from dpr_hf.retrieval import DenseRetriever
+from dpr_hf.tokenization import tokenizer_fingerprint
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = REPO_ROOT / "dpr_hf"
@@ -321,6 +325,74 @@ def test_reader_refuses_tokenizer_with_another_padding_id(tiny_reader):
     assert other.pad_token_id == 1
     with pytest.raises(MismatchError, match="pads with id 1 but reader .* with id 0"):
         read(tiny_reader, other, *READ_ARGS)
+
+
+def _reordered_tokenizer(tokenizer) -> BertTokenizerFast:
+    """The same tokens, size, special tokens and padding id, but every ordinary token under another id: what
+    another WordPiece vocabulary of the same size looks like to a reader."""
+    vocab = tokenizer.get_vocab()
+    special = {token: vocab[token] for token in tokenizer.all_special_tokens}
+    ordinary = sorted((token for token in vocab if token not in special), key=vocab.get)
+    reordered = dict(zip(ordinary[::-1], [vocab[token] for token in ordinary], strict=True))
+    return BertTokenizerFast(vocab={**special, **reordered})
+
+
+VOCABULARY_MISMATCH = "trained with vocabulary sha256:.* but the tokenizer .* has vocabulary sha256:"
+
+
+def test_reader_refuses_another_vocabulary_of_the_same_size(tiny_reader, tokenizer, tiny_bert_config):
+    other = _reordered_tokenizer(tokenizer)
+    assert (len(other), other.pad_token_id) == (len(tokenizer), tokenizer.pad_token_id)
+    assert other("who wrote hamlet?")["input_ids"] != tokenizer("who wrote hamlet?")["input_ids"]
+    tiny_reader.config.tokenizer_fingerprint = tokenizer_fingerprint(tokenizer)
+    assert read(tiny_reader, tokenizer, *READ_ARGS)[0]  # its own vocabulary reads
+    with pytest.raises(MismatchError, match=VOCABULARY_MISMATCH):
+        read(tiny_reader, other, *READ_ARGS)
+    # Assembled from objects, as a system or a pipeline: refused at once, before any question.
+    system = build_tiny_system(tokenizer, tiny_bert_config, with_bm25=False)
+    parts = {"question_encoder": system.question_encoder, "index": system.index, "reader": tiny_reader}
+    with pytest.raises(MismatchError, match=VOCABULARY_MISMATCH):
+        QASystem(**parts, question_tokenizer=tokenizer, reader_tokenizer=other)
+    with pytest.raises(MismatchError, match=VOCABULARY_MISMATCH):
+        OpenDomainQAPipeline(
+            system.question_encoder, tokenizer=tokenizer, index=system.index, reader=tiny_reader,
+            reader_tokenizer=other,
+        )  # fmt: skip
+
+
+def test_trained_reader_folder_keeps_its_vocabulary_and_refuses_a_swapped_one(
+    tmp_path, tokenizer, tiny_bert_config, capsys
+):
+    backbone = tmp_path / "backbone"
+    BertModel(tiny_bert_config).save_pretrained(backbone)
+    tokenizer.save_pretrained(backbone)
+    reader, reader_tokenizer = load_reader_model(str(backbone))  # what train-reader starts from
+    assert reader.config.tokenizer_fingerprint == tokenizer_fingerprint(tokenizer)
+    folder = tmp_path / "reader"
+    reader.save_pretrained(folder)
+    reader_tokenizer.save_pretrained(folder)
+    loaded, loaded_tokenizer = load_reader(folder)  # save/load keeps the fingerprint of the saved vocabulary
+    assert loaded.config.tokenizer_fingerprint == tokenizer_fingerprint(loaded_tokenizer)
+
+    _reordered_tokenizer(tokenizer).save_pretrained(folder)  # another vocabulary copied over the reader's
+    with pytest.raises(MismatchError, match=VOCABULARY_MISMATCH):
+        load_reader(folder)
+    with pytest.raises(MismatchError, match=VOCABULARY_MISMATCH):
+        load_reader_model(str(folder))  # train-reader continuing from the folder
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps([{"question": "q", "answers": ["a"], "ctxs": []}]))
+    capsys.readouterr()
+    argv = ["evaluate-reader", "--model", str(folder), "--retrieval-results", str(results), "--output-dir"]
+    assert main([*argv, str(tmp_path / "out")]) == 2
+    assert "trained with vocabulary sha256:" in capsys.readouterr().err
+
+    # A reader saved before the fingerprint was recorded still loads: there is nothing to compare.
+    config = json.loads((folder / "config.json").read_text())
+    del config["tokenizer_fingerprint"]
+    (folder / "config.json").write_text(json.dumps(config))
+    legacy, legacy_tokenizer = load_reader(folder)
+    assert legacy.config.tokenizer_fingerprint is None
+    assert read(legacy, legacy_tokenizer, *READ_ARGS)[0]
 
 
 # ------------------------------------------------------------------------------------------------------ safety
