@@ -315,9 +315,16 @@ def load_embeddings(path: str | os.PathLike) -> tuple[Dataset, dict]:
 
 # ---------------------------------------------------------------------------------------------------------- index
 def _unindexed_copy(dataset: Dataset) -> Dataset:
-    """The same rows as a new Dataset object with no FAISS index attached (the caller's dataset stays as it was)."""
+    """The same rows as a new Dataset object with no FAISS index attached (the caller's dataset stays as it was).
+
+    It keeps the fingerprint: without one, datasets hashes the whole table (every vector through pickle).
+    """
     return Dataset(
-        dataset.data, info=dataset.info.copy(), split=dataset.split, indices_table=dataset._indices
+        dataset.data,
+        info=dataset.info.copy(),
+        split=dataset.split,
+        indices_table=dataset._indices,
+        fingerprint=dataset._fingerprint,
     )
 
 
