@@ -52,6 +52,9 @@ def raw_faiss(vectors: np.ndarray, factory: str) -> faiss.Index:
     index = faiss.index_factory(DIM, factory, faiss.METRIC_INNER_PRODUCT)
     if not index.is_trained:
         ivf = faiss.try_extract_index_ivf(index)
+        # As PassageIndex.build: no polysemous codes (search does not use them; they are slow to train).
+        if isinstance(faiss.downcast_index(ivf), faiss.IndexIVFPQ):
+            faiss.downcast_index(ivf).do_polysemous_training = False
         size = min(len(vectors), max(100_000, 50 * ivf.nlist))
         rows = np.sort(np.random.default_rng(0).choice(len(vectors), size=size, replace=False))
         index.train(vectors[rows])
