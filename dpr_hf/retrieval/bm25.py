@@ -20,6 +20,7 @@ import numpy as np
 from bm25s.tokenization import Tokenizer
 
 from ..errors import MismatchError
+from ..indexing import replace_folder
 
 CONFIG_NAME = "bm25_config.json"
 PASSAGES_DIR = "passages"
@@ -121,9 +122,7 @@ class BM25Retriever:
             self.tokenizer.save_vocab(staging / MODEL_DIR)
             self.passages.save_to_disk(str(staging / PASSAGES_DIR))
             (staging / CONFIG_NAME).write_text(json.dumps(self._config(), indent=2), encoding="utf-8")
-            if path.exists():
-                shutil.rmtree(path)
-            os.replace(staging, path)
+            replace_folder(staging, path)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return path
