@@ -2,11 +2,12 @@
 dpr_hf trained with the quickstart recipe, and hybrids. Top-1/5/20/100 answer accuracy, gold-paragraph recall and
 a top-k curve plot.
 
-    python benchmarks/retrieval_quality.py [--quick] [--retriever PAIR_DIR] [--precision bf16]
+    python benchmarks/retrieval_quality.py [--quick] [--retriever PAIR_DIR [PAIR_DIR ...]] [--precision bf16]
 
 Corpus: every SQuAD v1.1 train + dev-a paragraph (~20K); questions: dev-a (5,665). `--quick` (or `--questions N`):
-300 random questions, their gold paragraphs plus 500 random train paragraphs as the corpus. The trained pair's top-20 passages per question are saved
-for `reader_quality.py`.
+300 random questions, their gold paragraphs plus 500 random train paragraphs as the corpus. Each trained pair gets
+a row and two hybrid rows (BM25 + 1.1 * dense / the pair's temperature, and RRF); the first pair's top-20 passages
+per question are saved for `reader_quality.py`.
 """
 
 from __future__ import annotations
@@ -77,8 +78,15 @@ def training_summary(pair_dir: Path) -> str:
     samples = args.get("max_train_samples") or "all"
     return (
         f"{samples} questions of `{args.get('train_file')}`, {args.get('num_train_epochs')} epoch(s), "
-        f"batch {args.get('per_device_train_batch_size')}, {args.get('num_hard_negatives')} hard negative(s)"
+        f"batch {args.get('per_device_train_batch_size')}, {args.get('num_hard_negatives')} hard negative(s), "
+        f"{args.get('similarity', 'dot')} / {args.get('temperature', 1.0)}, {args.get('mixed_precision', 'no')} "
+        "mixed precision"
     )
+
+
+def _trained_on_all(pair_dir: Path) -> bool:
+    args_file = pair_dir / "training_args.json"
+    return args_file.exists() and not json.loads(args_file.read_text()).get("max_train_samples")
 
 
 def main() -> None:
@@ -89,7 +97,10 @@ def main() -> None:
         "--distractors", type=int, default=500, help="train paragraphs added to a sample's corpus"
     )
     parser.add_argument(
-        "--retriever", type=common.Path, help="trained pair folder (default: train quickstart)"
+        "--retriever",
+        type=common.Path,
+        nargs="+",
+        help="trained pair folder(s) (default: train the quickstart recipe)",
     )
     parser.add_argument(
         "--precision", choices=("fp32", "bf16"), default="fp32", help="dpr_hf encoding autocast"
@@ -98,9 +109,9 @@ def main() -> None:
     started = common.now()
     output = common.RUNS / ("retrieval-quick" if args.quick else "retrieval")
     output.mkdir(parents=True, exist_ok=True)
-    pair_dir = args.retriever or common.quickstart_retriever()
+    pair_dirs = args.retriever or [common.quickstart_retriever()]
     corpus, questions = common.open_squad(args.questions or (300 if args.quick else 0), args.distractors)
-    print(f"corpus: {len(corpus)} passages, {len(questions)} questions; trained pair: {pair_dir}")
+    print(f"corpus: {len(corpus)} passages, {len(questions)} questions; trained pairs: {pair_dirs}")
 
     seconds: dict[str, float] = {}
     with common.timer(seconds, "BM25 index"):
@@ -109,23 +120,25 @@ def main() -> None:
         base = SentenceTransformerRetriever(
             SentenceTransformer(common.base_model_dir(), device="cpu"), corpus
         )
-    dense, seconds["dpr_hf trained: corpus encoding"] = dense_retriever(pair_dir, corpus, args.precision)
-    retrievers = {
-        "BM25 (bm25s)": bm25,
-        "zero-shot base (sentence-transformers)": base,
-        "dpr_hf trained (quickstart recipe)": dense,
-        "hybrid BM25 + 1.1 x dense (linear)": HybridRetriever(bm25, dense, weight=1.1, fusion="linear"),
-        "hybrid BM25 + dense (RRF)": HybridRetriever(bm25, dense, fusion="rrf"),
-    }
+    retrievers = {"BM25 (bm25s)": bm25, "zero-shot base (sentence-transformers)": base}
+    for pair_dir in pair_dirs:
+        name = f"dpr_hf trained ({pair_dir.name})"
+        dense, seconds[f"{name}: corpus encoding"] = dense_retriever(pair_dir, corpus, args.precision)
+        retrievers[name] = dense
+        retrievers[f"hybrid BM25 + 1.1 x {pair_dir.name}/τ (linear)"] = HybridRetriever(
+            bm25, dense, weight=1.1
+        )
+        retrievers[f"hybrid BM25 + {pair_dir.name} (RRF)"] = HybridRetriever(bm25, dense, fusion="rrf")
+    first_dense = retrievers[f"dpr_hf trained ({pair_dirs[0].name})"]
     metrics, curves = {}, {}
     for name, retriever in retrievers.items():
         with common.timer(seconds, f"{name}: search + scoring"):
             evaluation = evaluate_retriever(retriever, questions, top_k=100, show_progress=False)
         metrics[name], curves[name] = evaluation.metrics, evaluation.curve
         print(name, {k: round(evaluation.metrics[k], 1) for k in KEYS}, flush=True)
-        if retriever in (bm25, dense):  # the reader benchmark reads these top passages
+        if retriever in (bm25, first_dense):  # the reader benchmark reads these top passages
             top = [{**row, "ctxs": row["ctxs"][:20]} for row in evaluation.results]
-            file = "dpr_hf_trained_top20.json" if retriever is dense else "bm25_top20.json"
+            file = "dpr_hf_trained_top20.json" if retriever is first_dense else "bm25_top20.json"
             (output / file).write_text(json.dumps(top, ensure_ascii=False))
         del evaluation
     (output / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
@@ -146,17 +159,20 @@ def main() -> None:
             )
             + f"), {len(questions):,} dev-a questions; "
             "top-k = % of questions with an answer string in the top k (DPR's has_answer); gold_recall = % with "
-            f"the question's own paragraph in the top k. Trained pair: `{pair_dir}` ({training_summary(pair_dir)}); "
-            f"dpr_hf encoding precision {args.precision}. Plot: `{plot.relative_to(common.ROOT)}`.",
+            f"the question's own paragraph in the top k. Trained pairs: "
+            + "; ".join(f"`{pair_dir}` ({training_summary(pair_dir)})" for pair_dir in pair_dirs)
+            + f". dpr_hf encoding precision {args.precision}. Plot: `{plot.relative_to(common.ROOT)}`.",
             common.table(["retriever", *KEYS, "top_20 / BM25"], rows),
             common.table(["step", "seconds"], [[k, v] for k, v in seconds.items()]),
             common.BASE_NOTE,
-            "Larger CPU recipe (all 87,599 SQuAD train questions, one epoch): not run (hours on 2 cores); to run: "
-            "`dpr-hf mine-negatives --data ../shared/data/squad/squad1.1-train.json.gz --passages "
-            "../shared/data/squad/squad1.1-train.json.gz --output runs/bench/squad-train-bm25.json --num-negatives 5 "
-            "&& dpr-hf train-retriever recipes/quickstart/retriever.yaml --train_file runs/bench/squad-train-bm25.json "
-            "--max_train_samples 0 --output_dir runs/bench/retriever-squad-full`, then this script with "
-            "`--retriever runs/bench/retriever-squad-full`.",
+            *(
+                []
+                if any(_trained_on_all(pair_dir) for pair_dir in pair_dirs)
+                else [
+                    "Larger CPU recipe (all 87,599 SQuAD train questions, one epoch) not in this run: "
+                    "`recipes/squad/retriever.yaml` (hours on 2 cores; its header has the commands)."
+                ]
+            ),
         ]
     )
     common.record("Retrieval quality: SQuAD open (dev-a)", body, args.quick, started)

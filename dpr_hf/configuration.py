@@ -22,6 +22,8 @@ class DPREncoderConfig(PreTrainedConfig):
         pooling: "cls" (the [CLS] vector, as in the paper) or "mean" (masked mean of the last hidden states).
         projection_dim: size of a linear projection on top of the pooled vector; 0 means none (as DPR).
         normalize: L2-normalise embeddings (off by default: DPR scores with the raw dot product).
+        temperature: the temperature the pair was trained with (its logits were `E_Q·E_P / temperature`). Hybrid
+            retrieval weighs dense scores on that logit scale, so one fusion weight suits dot and cosine pairs.
     """
 
     model_type = "dpr_hf_encoder"
@@ -32,6 +34,7 @@ class DPREncoderConfig(PreTrainedConfig):
     pooling: str = "cls"
     projection_dim: int = 0
     normalize: bool = False
+    temperature: float = 1.0
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -41,6 +44,8 @@ class DPREncoderConfig(PreTrainedConfig):
             raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
         if self.projection_dim < 0:
             raise ValueError(f"projection_dim must be >= 0 (0 = no projection), got {self.projection_dim}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
 
     @property
     def hidden_size(self) -> int:

@@ -103,6 +103,7 @@ def _tower_info(folder: Path) -> dict[str, Any]:
         "pooling": config.get("pooling"),
         "projection_dim": config.get("projection_dim") or 0,
         "normalize": bool(config.get("normalize")),
+        "temperature": config.get("temperature", 1.0),
     }
 
 

@@ -68,7 +68,8 @@ def _write_corpus(path: Path) -> None:
 
 
 def _write_base_pair(path: Path) -> None:
-    """The zero-shot baseline: both towers straight from the base weights (mean pooling, as it was trained)."""
+    """The zero-shot baseline: both towers straight from the base weights, scored as it was trained (mean pooling,
+    cosine; `temperature` 0.05 is its training scale, recorded for hybrid fusion)."""
     from transformers import AutoTokenizer
 
     from .modeling import PassageEncoder, QuestionEncoder
@@ -79,7 +80,9 @@ def _write_base_pair(path: Path) -> None:
     base = resolve_model_path("minilm")
     tokenizer = AutoTokenizer.from_pretrained(base)
     for name, model_class in (("question_encoder", QuestionEncoder), ("passage_encoder", PassageEncoder)):
-        model_class.from_backbone(base, pooling="mean").save_pretrained(path / name)
+        model_class.from_backbone(base, pooling="mean", normalize=True, temperature=0.05).save_pretrained(
+            path / name
+        )
         tokenizer.save_pretrained(path / name)
 
 
@@ -134,10 +137,10 @@ def run(recipes: Path, output: Path, num_passages: int = 20) -> None:
     questions = ("--questions", str(DEV_FILE))
     runs = {
         "BM25": ("bm25", "--passages", str(corpus)),
-        "zero-shot base (mean)": ("dense", "--model", str(output / "base"), "--passages", str(corpus)),
+        "zero-shot base (cosine)": ("dense", "--model", str(output / "base"), "--passages", str(corpus)),
         "dpr_hf trained": ("dense", "--model", str(retriever_dir), "--index", str(index_dir)),
         # BM25 over the index's own passages, fused with the dense hits (no second encoding)
-        "hybrid (BM25 + 1.1 dense)": ("hybrid", "--model", str(retriever_dir), "--index", str(index_dir)),
+        "hybrid (BM25 + 1.1 dense/τ)": ("hybrid", "--model", str(retriever_dir), "--index", str(index_dir)),
     }
     folders = {}
     for name, (kind, *corpus_args) in runs.items():

@@ -325,6 +325,8 @@ def train_retriever(args: RetrieverArguments, training_args: TrainingArguments) 
         raise ValueError("train_file is required")
     if args.similarity not in ("dot", "cosine"):
         raise ValueError(f"similarity must be 'dot' or 'cosine', got {args.similarity!r}")
+    if args.temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {args.temperature}")
     train = _subset(load_retriever_data(args.train_file), args.max_train_samples, training_args.seed)
     dev = load_retriever_data(args.dev_file) if args.dev_file else None
     if dev is not None:
@@ -333,6 +335,8 @@ def train_retriever(args: RetrieverArguments, training_args: TrainingArguments) 
     question_encoder, passage_encoder, tokenizer = load_encoders(
         args.model_name_or_path, args.pooling, args.projection_dim, normalize=args.similarity == "cosine"
     )
+    for encoder in (question_encoder, passage_encoder):  # saved with the pair: hybrid fusion reads it
+        encoder.config.temperature = args.temperature
     task = RetrieverTask(
         args,
         question_encoder,

@@ -65,7 +65,7 @@ class QASystemConfig(PreTrainedConfig):
         num_passages: passages retrieved per question and read.
         top_k: answers returned per question.
         max_answer_length: longest answer span, in tokens.
-        hybrid_lambda: weight of the dense score in hybrid retrieval (DPR used 1.1).
+        hybrid_lambda: λ in hybrid retrieval, `BM25 + λ·dense/τ` with τ the pair's training temperature (DPR: 1.1).
     """
 
     model_type = "dpr_hf_qa_system"

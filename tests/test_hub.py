@@ -3,7 +3,9 @@ replaced; the Hub cannot be reached from the tests)."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -171,6 +173,23 @@ def test_card_without_metrics_says_so(system_dir, tmp_path):
     assert "No evaluation results were saved" in card.text
     with pytest.raises(ValueError, match="part must be one of"):
         render_card(system_dir, "retriever")
+
+
+def test_encoder_cards_state_a_cosine_pairs_normalisation_and_temperature(system_dir, tmp_path):
+    cosine = tmp_path / "cosine"
+    shutil.copytree(system_dir, cosine)
+    for tower in ("question_encoder", "passage_encoder"):
+        config = json.loads((cosine / tower / "config.json").read_text())
+        (cosine / tower / "config.json").write_text(
+            json.dumps({**config, "normalize": True, "temperature": 0.05})
+        )
+    for part in ("question_encoder", "passage_encoder"):
+        text = render_card(cosine, part, {"system": "me/cos"}).text
+        assert (
+            "L2-normalised" in text and "trained as dot product / 0.05" in text and "not cosine" not in text
+        )
+        plain = render_card(system_dir, part, {"system": "me/dot"}).text
+        assert "not cosine" in plain and "trained as" not in plain
 
 
 def test_wheel_ships_every_module_and_the_card_templates(tmp_path):

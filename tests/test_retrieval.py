@@ -149,3 +149,22 @@ def test_hybrid_is_deterministic_and_differs_from_both_inputs(
 def test_hybrid_rejects_unknown_fusion(passages, dense):
     with pytest.raises(ValueError, match="fusion must be one of"):
         HybridRetriever(BM25Retriever.from_passages(passages), dense, fusion="max")
+
+
+def test_hybrid_weighs_the_dense_scores_on_the_pairs_logit_scale(passages, dense):
+    """λ applies to score/τ: a pair trained at τ = 0.05 with λ = 1.1 fuses as a τ = 1 pair with λ = 22."""
+    bm25 = BM25Retriever.from_passages(passages)
+    plain = HybridRetriever(bm25, dense, weight=22.0, depth=10).search(QUESTIONS, k=10)
+    dense.question_encoder.config.temperature = 0.05
+    scaled = HybridRetriever(bm25, dense, weight=1.1, depth=10)
+    assert scaled.dense_weight == pytest.approx(22.0)
+    fused = scaled.search(QUESTIONS, k=10)
+    assert [[h["id"] for h in hits] for hits in fused] == [[h["id"] for h in hits] for hits in plain]
+    np.testing.assert_allclose(
+        [h["score"] for hits in fused for h in hits], [h["score"] for hits in plain for h in hits], rtol=1e-6
+    )
+
+
+def test_encoder_config_refuses_a_non_positive_temperature():
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        QuestionEncoderConfig(temperature=0.0)

@@ -107,7 +107,7 @@ def test_recipe_yaml_with_command_line_overrides(tmp_path):
         parse_recipe((RetrieverArguments, TrainingArguments), recipe)
 
 
-@pytest.mark.parametrize("name", ["nq", "quickstart"])
+@pytest.mark.parametrize("name", ["nq", "quickstart", "squad"])
 def test_shipped_recipes_parse(name):
     retriever, training = parse_recipe(
         (RetrieverArguments, TrainingArguments), REPO / "recipes" / name / "retriever.yaml"
@@ -332,7 +332,8 @@ def test_two_processes_train_like_one_process_on_the_global_batch(
 # ------------------------------------------------------------------------------------------------ real training
 @pytest.mark.slow
 def test_minilm_training_on_squad_improves_dev_loss_and_average_rank(tmp_path):
-    """A short real run from the offline MiniLM weights on SQuAD questions (in-batch negatives only)."""
+    """A short real run from the offline MiniLM weights on SQuAD questions (in-batch negatives only), scored as
+    the quickstart recipe scores them: cosine at temperature 0.05, which both towers record."""
     from dpr_hf.retriever_training import train_retriever
 
     data = REPO / "data" / "quickstart"
@@ -343,6 +344,8 @@ def test_minilm_training_on_squad_improves_dev_loss_and_average_rank(tmp_path):
         max_train_samples=192,
         max_eval_samples=160,
         pooling="mean",
+        similarity="cosine",
+        temperature=0.05,
         question_max_length=32,
         passage_max_length=128,
     )
@@ -365,5 +368,7 @@ def test_minilm_training_on_squad_improves_dev_loss_and_average_rank(tmp_path):
     for tower in ("question_encoder", "passage_encoder"):
         assert (tmp_path / "out" / tower / "model.safetensors").is_file()
         assert (tmp_path / "out" / tower / "tokenizer.json").is_file()
+        config = json.loads((tmp_path / "out" / tower / "config.json").read_text())
+        assert (config["normalize"], config["temperature"]) == (True, 0.05)
     saved = json.loads((tmp_path / "out" / "training_args.json").read_text())
     assert saved["pooling"] == "mean" and saved["learning_rate"] == 5e-5

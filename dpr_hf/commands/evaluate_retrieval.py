@@ -26,7 +26,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--match", choices=("string", "regex"), default="string", help="has_answer mode")
     parser.add_argument("--qrels", help="BEIR qrels TSV (query-id, corpus-id, score) for MRR@10 / nDCG@10")
     parser.add_argument("--factory", default="Flat", help="FAISS factory when indexing --passages (Flat)")
-    parser.add_argument("--hybrid-weight", type=float, default=1.1, help="λ in BM25 + λ·dense (1.1)")
+    parser.add_argument(
+        "--hybrid-weight",
+        type=float,
+        default=1.1,
+        help="λ in BM25 + λ·dense/τ, τ = the pair's training temperature (DPR: 1.1)",
+    )
     parser.add_argument(
         "--fusion", choices=("linear", "rrf"), default="linear", help="hybrid fusion (linear)"
     )

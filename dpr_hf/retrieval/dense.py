@@ -57,6 +57,11 @@ class DenseRetriever:
         index = PassageIndex.load(index_dir, question_encoder=question_encoder)
         return cls(question_encoder, AutoTokenizer.from_pretrained(path), index, **kwargs)
 
+    @property
+    def temperature(self) -> float:
+        """The pair's training temperature: `score / temperature` is on the scale of the logits it learned."""
+        return self.question_encoder.config.temperature
+
     @torch.inference_mode()
     def encode_questions(self, questions: Sequence[str]) -> np.ndarray:
         """Question vectors `(len(questions), dim)` float32."""

@@ -63,7 +63,10 @@ class HybridRetriever:
 
     Args:
         sparse: e.g. `BM25Retriever`; dense: e.g. `DenseRetriever` (any object with `.search(questions, k)`).
-        weight: λ in `BM25 + λ·dense` (the paper's 1.1, tuned on NQ dev for unnormalised DPR scores).
+        weight: λ in `BM25 + λ·dense/τ` (the paper's 1.1, tuned on NQ dev for DPR's dot product, τ = 1). τ is
+            `dense.temperature` when the dense retriever has one (the temperature its pair was trained with),
+            else 1: weighing the pair's own logits keeps λ = 1.1 sound for a cosine pair trained at τ = 0.05,
+            whose raw scores (-1..1) would otherwise barely move BM25's (benchmarks/RESULTS.md).
         fusion: "linear" (the paper's) or "rrf" (reciprocal rank fusion).
         depth: how many hits to take from each retriever before fusing (at least k; the paper used 2000).
         rrf_k: RRF's rank offset.
@@ -82,6 +85,7 @@ class HybridRetriever:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
         self.sparse, self.dense = sparse, dense
         self.weight, self.fusion, self.depth, self.rrf_k = weight, fusion, depth, rrf_k
+        self.dense_weight = weight / getattr(dense, "temperature", 1.0)
 
     def search(self, questions: Sequence[str], k: int = 100) -> list[list[dict]]:
         """Top-k fused passages per question, best first: `{id, title, text, score}` with the fused score."""
@@ -94,4 +98,6 @@ class HybridRetriever:
                 reciprocal_rank_fusion([s, d], k=k, rrf_k=self.rrf_k)
                 for s, d in zip(sparse_hits, dense_hits, strict=True)
             ]
-        return [linear_fusion(s, d, self.weight, k) for s, d in zip(sparse_hits, dense_hits, strict=True)]
+        return [
+            linear_fusion(s, d, self.dense_weight, k) for s, d in zip(sparse_hits, dense_hits, strict=True)
+        ]
