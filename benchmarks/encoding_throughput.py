@@ -103,6 +103,9 @@ def main() -> None:
             texts, batch_size=args.batch_size, normalize_embeddings=False, convert_to_numpy=True
         ),
         "dpr_hf encode_passages (fp32)": lambda: dpr_hf_encode(encoder, None),
+        "dpr_hf encode_passages (bf32: fp32 tensors, bf16 matmul math)": lambda: dpr_hf_encode(
+            encoder, "bf32"
+        ),
         "dpr_hf encode_passages (bf16 autocast)": lambda: dpr_hf_encode(encoder, "bf16"),
         "dpr_hf encode_passages (int8 dynamic, per-channel)": lambda: dpr_hf_encode(int8, None),
     }

@@ -12,8 +12,8 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterable, Sequence
-from contextlib import nullcontext
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,8 @@ MANIFEST_FILE = "manifest.json"
 INDEX_FILE = "index.faiss"
 PASSAGES_DIR = "passages"
 MANIFEST_VERSION = 1
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISIONS = ("fp32", "bf32", "bf16", "fp16")
+_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # Search-time knobs per index family: HNSW's default efSearch=16 loses recall, IVF's default nprobe=1 even more.
 DEFAULT_SEARCH_PARAMETERS = {"HNSW": {"efSearch": 128}, "IVF": {"nprobe": 32}}
 # Config fields that change the vectors an encoder produces, hashed with the weights.
@@ -110,11 +111,33 @@ def _length_order(titles: Sequence[str] | None, texts: Sequence[str]) -> np.ndar
     return np.argsort(-lengths, kind="stable")
 
 
-def precision_autocast(device: torch.device, precision: str | None):
+@contextmanager
+def precision_context(device: torch.device, precision: str | None) -> Iterator[None]:
+    """The numerics of an encoding pass.
+
+    "fp32" (or None): exact. "bf32": fp32 tensors throughout, but CPU matmuls use oneDNN's bf16 math with fp32
+    accumulation (`torch.backends.mkldnn.matmul.fp32_precision`): embeddings within cosine 0.99999 of fp32, faster on
+    CPUs with AVX512-BF16/AMX, unchanged elsewhere. "bf16"/"fp16": autocast (GPUs; bf16 is fastest on such CPUs too,
+    at cosine ~0.9999).
+    """
     if precision not in (None, *PRECISIONS):
-        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
-    dtype = PRECISIONS.get(precision or "fp32")
-    return torch.autocast(device_type=device.type, dtype=dtype) if dtype is not None else nullcontext()
+        raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+    if precision in _AUTOCAST_DTYPES:
+        with torch.autocast(device_type=device.type, dtype=_AUTOCAST_DTYPES[precision]):
+            yield
+    elif precision == "bf32":
+        if device.type != "cpu":
+            raise ValueError(
+                f"precision 'bf32' is oneDNN's CPU matmul mode; on {device.type} use bf16 or fp16"
+            )
+        matmul = torch.backends.mkldnn.matmul
+        previous, matmul.fp32_precision = matmul.fp32_precision, "bf16"
+        try:
+            yield
+        finally:
+            matmul.fp32_precision = previous
+    else:
+        yield
 
 
 @torch.inference_mode()
@@ -133,7 +156,7 @@ def encode_texts(
     order = _length_order(titles, texts)
     embeddings = np.empty((len(texts), encoder.config.embedding_dim), dtype=np.float32)
     progress = tqdm(total=len(texts), desc="Encoding passages", unit="passage", disable=not show_progress)
-    with precision_autocast(device, precision):
+    with precision_context(device, precision):
         for start in range(0, len(texts), batch_size):
             rows = order[start : start + batch_size]
             inputs = format_passages(
@@ -181,7 +204,7 @@ def encode_passages(
     """Passages plus an `embeddings` column, in memory and in corpus order (see `encode_corpus` for big corpora).
 
     Args:
-        precision: None/"fp32", or "bf16"/"fp16" autocast (GPU; bf16 also speeds up recent CPUs).
+        precision: None/"fp32", "bf32" (CPU), "bf16" or "fp16": see `precision_context`.
     """
     if not isinstance(passages, Dataset):
         passages = Dataset.from_list(list(passages))

@@ -29,6 +29,7 @@ from dpr_hf.indexing import (
     encode_corpus,
     encode_passages,
     encoder_fingerprint,
+    precision_context,
     pretrained_fingerprint,
 )
 
@@ -277,6 +278,32 @@ def test_encode_passages_bf16_autocast_is_close_to_fp32(tiny_passage_encoder, to
     half = np.array(half["embeddings"])
     cosine = (full * half).sum(1) / np.linalg.norm(full, axis=1) / np.linalg.norm(half, axis=1)
     assert cosine.min() > 0.99 and not np.array_equal(full, half)
+
+
+def test_encode_passages_bf32_keeps_fp32_tensors_and_restores_the_matmul_mode(
+    tiny_passage_encoder, tokenizer
+):
+    passages = _passages(8)
+    full = np.array(
+        encode_passages(tiny_passage_encoder, tokenizer, passages, show_progress=False)["embeddings"]
+    )
+    matmul = torch.backends.mkldnn.matmul
+    before = matmul.fp32_precision
+    bf32 = np.array(
+        encode_passages(tiny_passage_encoder, tokenizer, passages, precision="bf32", show_progress=False)[
+            "embeddings"
+        ]
+    )
+    cosine = (full * bf32).sum(1) / np.linalg.norm(full, axis=1) / np.linalg.norm(bf32, axis=1)
+    assert cosine.min() > 0.99999 and matmul.fp32_precision == before
+    with pytest.raises(RuntimeError), precision_context(torch.device("cpu"), "bf32"):
+        assert matmul.fp32_precision == "bf16"
+        raise RuntimeError("interrupted")
+    assert matmul.fp32_precision == before
+    with pytest.raises(ValueError, match="use bf16 or fp16"), precision_context(torch.device("cuda"), "bf32"):
+        pass
+    with pytest.raises(ValueError, match="precision must be one of"), precision_context(None, "int8"):
+        pass
 
 
 def test_encode_corpus_resumes_from_finished_shards(tmp_path, tiny_passage_encoder, tokenizer):

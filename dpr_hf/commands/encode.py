@@ -28,7 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--shard-size", type=int, default=100_000, help="passages per resumable shard (100000)"
     )
     parser.add_argument(
-        "--precision", choices=("fp32", "bf16", "fp16"), default="fp32", help="autocast dtype (fp32)"
+        "--precision",
+        choices=("fp32", "bf32", "bf16", "fp16"),
+        default="fp32",
+        help="fp32; bf32 (CPU bf16 matmul math); bf16/fp16 autocast",
     )
 
 

@@ -40,7 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--batch-size", type=int, default=128, help="questions/passages encoded at once (128)"
     )
     parser.add_argument(
-        "--precision", choices=("fp32", "bf16", "fp16"), default="fp32", help="autocast dtype"
+        "--precision",
+        choices=("fp32", "bf32", "bf16", "fp16"),
+        default="fp32",
+        help="fp32; bf32 (CPU bf16 matmul math); bf16/fp16 autocast",
     )
 
 

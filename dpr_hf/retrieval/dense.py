@@ -10,7 +10,7 @@ import torch
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from ..errors import MismatchError
-from ..indexing import PassageIndex, encoder_dir, precision_autocast
+from ..indexing import PassageIndex, encoder_dir, precision_context
 from ..modeling import QuestionEncoder
 from ..tokenization import QUESTION_MAX_LENGTH, format_questions
 
@@ -23,7 +23,7 @@ class DenseRetriever:
         tokenizer: its tokenizer.
         index: passages encoded by the matching passage encoder.
         batch_size: questions encoded (and searched) at once.
-        precision: None/"fp32", "bf16" or "fp16" autocast for the question encoder.
+        precision: None/"fp32", "bf32" (CPU), "bf16" or "fp16" for the question encoder (`precision_context`).
     """
 
     def __init__(
@@ -67,7 +67,7 @@ class DenseRetriever:
         """Question vectors `(len(questions), dim)` float32."""
         encoder = self.question_encoder
         vectors = []
-        with precision_autocast(encoder.device, self.precision):
+        with precision_context(encoder.device, self.precision):
             for start in range(0, len(questions), self.batch_size):
                 batch = format_questions(
                     self.tokenizer, questions[start : start + self.batch_size], max_length=self.max_length
