@@ -222,7 +222,7 @@ def _atomic_save(dataset: Dataset, path: Path, extra: dict[str, dict] | None = N
     dataset.save_to_disk(str(tmp))
     for name, content in (extra or {}).items():
         (tmp / name).write_text(json.dumps(content, indent=2) + "\n")
-    os.replace(tmp, path)
+    replace_folder(tmp, path)
 
 
 def replace_folder(tmp: Path, path: Path) -> None:
@@ -278,6 +278,10 @@ def encode_corpus(
             logger.info(f"{output_dir} already holds these embeddings; nothing to do")
             return load_from_disk(str(output_dir))
         raise FileExistsError(f"{output_dir} holds embeddings of another encoder or corpus; remove it first")
+    if output_dir.is_file() or (output_dir.is_dir() and any(output_dir.iterdir())):
+        raise FileExistsError(
+            f"{output_dir} exists and holds no embeddings (no {ENCODING_FILE}); choose another output"
+        )
 
     with state.main_process_first():
         plan_file = work_dir / "plan.json"

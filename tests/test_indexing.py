@@ -368,6 +368,19 @@ def test_encode_corpus_refuses_shards_of_another_encoder(
         )
 
 
+def test_encode_corpus_never_overwrites_a_folder_of_other_files(tmp_path, tiny_passage_encoder, tokenizer):
+    (tmp_path / "emb").mkdir()
+    (tmp_path / "emb" / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="holds no embeddings"):
+        encode_corpus(tiny_passage_encoder, tokenizer, _passages(8), tmp_path / "emb", show_progress=False)
+    assert (tmp_path / "emb" / "notes.txt").read_text() == "mine"
+    (tmp_path / "empty").mkdir()  # an empty folder (e.g. made by a job scheduler) is fine to fill
+    encoded = encode_corpus(
+        tiny_passage_encoder, tokenizer, _passages(8), tmp_path / "empty", show_progress=False
+    )
+    assert len(encoded) == 8 and sorted(p.name for p in tmp_path.iterdir()) == ["emb", "empty"]
+
+
 def test_two_processes_encode_the_same_embeddings_as_one(tmp_path, tokenizer, tiny_bert_config):
     pair = _save_pair(tmp_path / "pair", tokenizer, tiny_bert_config, seed=0)
     passages = _passages(30)
