@@ -3,6 +3,7 @@ dpr_hf trained with the quickstart recipe, and hybrids. Top-1/5/20/100 answer ac
 a top-k curve plot.
 
     python benchmarks/retrieval_quality.py [--quick] [--retriever PAIR_DIR [PAIR_DIR ...]] [--precision bf16]
+        [--hybrid-weights 0.055,0.25,0.5,1.1,2.2]
 
 Corpus: every SQuAD v1.1 train + dev-a paragraph (~20K); questions: dev-a (5,665). `--quick` (or `--questions N`):
 300 random questions, their gold paragraphs plus 500 random train paragraphs as the corpus. Each trained pair gets
@@ -57,6 +58,23 @@ class SentenceTransformerRetriever:
         ]
 
 
+class Memo:
+    """A retriever whose hits are computed once per (questions, k): hybrid rows at several λ reuse them."""
+
+    def __init__(self, retriever):
+        self.retriever, self.hits = retriever, {}
+
+    @property
+    def temperature(self) -> float:
+        return getattr(self.retriever, "temperature", 1.0)
+
+    def search(self, questions: list[str], k: int) -> list[list[dict]]:
+        key = (tuple(questions), k)
+        if key not in self.hits:
+            self.hits[key] = self.retriever.search(questions, k)
+        return self.hits[key]
+
+
 def dense_retriever(pair_dir, corpus, precision: str | None) -> tuple[DenseRetriever, float]:
     """dpr_hf's trained pair over a Flat PassageIndex of the corpus; also returns the corpus encoding seconds."""
     passage_encoder = PassageEncoder.from_pretrained(pair_dir / "passage_encoder", dtype=torch.float32).eval()
@@ -103,11 +121,22 @@ def main() -> None:
         help="trained pair folder(s) (default: train the quickstart recipe)",
     )
     parser.add_argument(
-        "--precision", choices=("fp32", "bf16"), default="fp32", help="dpr_hf encoding autocast"
+        "--precision",
+        choices=("fp32", "bf32", "bf16"),
+        default="fp32",
+        help="dpr_hf encoding precision",
+    )
+    parser.add_argument(
+        "--hybrid-weights",
+        default="1.1",
+        help="comma-separated λ for the linear hybrids, BM25 + λ·dense/τ (the first is used for every pair; "
+        "all of them for the first pair)",
     )
     args = parser.parse_args()
     started = common.now()
-    output = common.RUNS / ("retrieval-quick" if args.quick else "retrieval")
+    # A sample run (--quick, or --questions N) never overwrites the full run's outputs (the reader benchmark's input).
+    suffix = "quick" if args.quick else f"sample-{args.questions}" if args.questions else ""
+    output = common.RUNS / "-".join(filter(None, ("retrieval", suffix)))
     output.mkdir(parents=True, exist_ok=True)
     pair_dirs = args.retriever or [common.quickstart_retriever()]
     corpus, questions = common.open_squad(args.questions or (300 if args.quick else 0), args.distractors)
@@ -121,14 +150,20 @@ def main() -> None:
             SentenceTransformer(common.base_model_dir(), device="cpu"), corpus
         )
     retrievers = {"BM25 (bm25s)": bm25, "zero-shot base (sentence-transformers)": base}
-    for pair_dir in pair_dirs:
+    weights = [float(w) for w in args.hybrid_weights.split(",")]
+    memo_bm25 = Memo(bm25)
+    for position, pair_dir in enumerate(pair_dirs):
         name = f"dpr_hf trained ({pair_dir.name})"
         dense, seconds[f"{name}: corpus encoding"] = dense_retriever(pair_dir, corpus, args.precision)
         retrievers[name] = dense
-        retrievers[f"hybrid BM25 + 1.1 x {pair_dir.name}/τ (linear)"] = HybridRetriever(
-            bm25, dense, weight=1.1
+        memo_dense = Memo(dense)
+        for weight in weights if position == 0 else weights[:1]:
+            retrievers[f"hybrid BM25 + {weight:g} x {pair_dir.name}/τ (linear)"] = HybridRetriever(
+                memo_bm25, memo_dense, weight=weight
+            )
+        retrievers[f"hybrid BM25 + {pair_dir.name} (RRF)"] = HybridRetriever(
+            memo_bm25, memo_dense, fusion="rrf"
         )
-        retrievers[f"hybrid BM25 + {pair_dir.name} (RRF)"] = HybridRetriever(bm25, dense, fusion="rrf")
     first_dense = retrievers[f"dpr_hf trained ({pair_dirs[0].name})"]
     metrics, curves = {}, {}
     for name, retriever in retrievers.items():
@@ -142,7 +177,7 @@ def main() -> None:
             (output / file).write_text(json.dumps(top, ensure_ascii=False))
         del evaluation
     (output / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    plot = common.BENCH_DIR / f"retrieval_topk_squad{'_quick' if args.quick else ''}.png"
+    plot = common.BENCH_DIR / f"retrieval_topk_squad{'_' + suffix.replace('-', '_') if suffix else ''}.png"
     plot_top_k_curves(
         curves, plot, title=f"SQuAD open, {len(questions)} dev-a questions, {len(corpus)} passages"
     )
