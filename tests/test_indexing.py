@@ -146,6 +146,19 @@ def test_hnsw_recall_at_10_is_close_to_flat_on_100k_vectors():
     assert _recall(found, exact) >= 0.95
 
 
+@pytest.mark.parametrize(("factory", "adds"), [("HNSW32", [25_000]), ("Flat", [10_000, 10_000, 5_000])])
+def test_hnsw_is_built_from_large_adds(monkeypatch, factory, adds):
+    """FAISS builds a worse HNSW graph from many small adds (benchmarks/RESULTS.md, search at 1M)."""
+    calls = []
+    for cls in (faiss.IndexHNSWFlat, faiss.IndexFlat):
+        original = cls.add
+        monkeypatch.setattr(
+            cls, "add", lambda self, x, original=original: (calls.append(len(x)), original(self, x))
+        )
+    PassageIndex.build(_dataset(_vectors(25_000, 8)), factory=factory)
+    assert calls == adds
+
+
 def test_ivf_is_trained_on_a_random_sample_not_the_first_rows():
     # The first 1,000 rows repeat one vector: trained on them (datasets' train_size), k-means finds one cluster
     # and every vector lands in the same inverted list.
