@@ -147,8 +147,8 @@ def test_hnsw_recall_at_10_is_close_to_flat_on_100k_vectors():
 
 
 @pytest.mark.parametrize(("factory", "adds"), [("HNSW32", [25_000]), ("Flat", [10_000, 10_000, 5_000])])
-def test_hnsw_is_built_from_large_adds(monkeypatch, factory, adds):
-    """FAISS builds a worse HNSW graph from many small adds (benchmarks/RESULTS.md, search at 1M)."""
+def test_hnsw_is_built_from_one_add(monkeypatch, factory, adds):
+    """FAISS builds a worse HNSW graph from several adds (benchmarks/RESULTS.md, search at 1M)."""
     calls = []
     for cls in (faiss.IndexHNSWFlat, faiss.IndexFlat):
         original = cls.add
