@@ -1,11 +1,12 @@
 """Search: dpr_hf `PassageIndex` (datasets + FAISS) vs raw FAISS on the same vectors, for Flat, HNSW32 and IVF-PQ.
 
-    python benchmarks/search.py [--quick] [--sizes 100000,1000000] [--queries 1000]
+    python benchmarks/search.py [--quick] [--sizes 100000,1000000] [--queries 1000] [--factories HNSW32,IVF]
 
 Vectors: a seeded mixture of 1,000 Gaussian clusters in 384 dims, L2-normalised (clustered like real embeddings;
 uniform noise would be unrealistically hard for HNSW/IVF). Both sides use the same factory string, training sample
 (random rows, as `PassageIndex.build` draws them) and search knobs (efSearch=128, nprobe=32). Reported: build
-time, queries/s at batch 1 and 128 for k=100, recall@100 against Flat, and bytes per passage.
+time, queries/s at batch 1 and 128 for k=100 (both sides timed batch by batch in alternating order), recall@100
+against Flat, and bytes per passage.
 """
 
 from __future__ import annotations
@@ -67,11 +68,18 @@ def raw_faiss(vectors: np.ndarray, factory: str) -> faiss.Index:
     return index
 
 
-def queries_per_second(search, queries: np.ndarray, batch: int) -> tuple[float, list]:
-    results, start = [], time.perf_counter()
-    for begin in range(0, len(queries), batch):
-        results.append(search(queries[begin : begin + batch]))
-    return len(queries) / (time.perf_counter() - start), results
+def queries_per_second(searches: dict, queries: np.ndarray, batch: int) -> dict[str, tuple[float, list]]:
+    """Queries/s and results of each search function, timed batch by batch in alternating order (A B, B A, ...)
+    so that drift in the machine's speed falls on all of them alike."""
+    seconds = dict.fromkeys(searches, 0.0)
+    results: dict[str, list] = {name: [] for name in searches}
+    for number, begin in enumerate(range(0, len(queries), batch)):
+        names = list(searches) if number % 2 == 0 else list(reversed(searches))
+        for name in names:
+            start = time.perf_counter()
+            results[name].append(searches[name](queries[begin : begin + batch]))
+            seconds[name] += time.perf_counter() - start
+    return {name: (len(queries) / seconds[name], results[name]) for name in searches}
 
 
 def main() -> None:
@@ -79,6 +87,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="100K vectors, 200 queries")
     parser.add_argument("--sizes", default="", help="comma-separated corpus sizes (default 100000,1000000)")
     parser.add_argument("--queries", type=int, default=0, help="queries (default 1000; quick 200)")
+    parser.add_argument(
+        "--factories",
+        default="",
+        help="HNSW32 and/or IVF (default both; Flat always runs: recall is against it)",
+    )
     args = parser.parse_args()
     started = common.now()
     sizes = (
@@ -96,7 +109,8 @@ def main() -> None:
         vectors = clustered_vectors(count, seed=2)
         dataset = passages_with_embeddings(vectors)
         truth = None
-        for factory in factories(count):
+        wanted = ["Flat", *args.factories.split(",")] if args.factories else [""]
+        for factory in [f for f in factories(count) if any(f.startswith(w) for w in wanted)]:
             start = time.perf_counter()
             raw = raw_faiss(vectors, factory)
             raw_build = time.perf_counter() - start
@@ -113,11 +127,13 @@ def main() -> None:
             def wrapped_passages(q, wrapped=wrapped):
                 return [[int(hit["id"][1:]) for hit in hits] for hits in wrapped.search(q, K)]
 
-            raw_1, _ = queries_per_second(raw_ids, single, 1)
-            rows_1, _ = queries_per_second(wrapped_rows, single, 1)
-            raw_128, raw_results = queries_per_second(raw_ids, queries, 128)
-            rows_128, rows_results = queries_per_second(wrapped_rows, queries, 128)
-            passages_128, passage_results = queries_per_second(wrapped_passages, queries, 128)
+            one = queries_per_second({"raw": raw_ids, "rows": wrapped_rows}, single, 1)
+            (raw_1, _), (rows_1, _) = one["raw"], one["rows"]
+            many = queries_per_second(
+                {"raw": raw_ids, "rows": wrapped_rows, "passages": wrapped_passages}, queries, 128
+            )
+            (raw_128, raw_results), (rows_128, rows_results) = many["raw"], many["rows"]
+            passages_128, passage_results = many["passages"]
             found = np.concatenate(raw_results)
             truth = found if factory == "Flat" else truth
             recall = {
