@@ -1,7 +1,7 @@
 """End-to-end reader quality on SQuAD open dev-a: EM/F1 of the quickstart-size reader over the trained retriever's
 top passages, next to the same reader over BM25's top passages and over the gold paragraph alone (oracle).
 
-    python benchmarks/reader_quality.py [--quick] [--questions N]
+    python benchmarks/reader_quality.py [--quick] [--questions N] [--reader DIR] [--max-length N]
 
 Reads the top-20 passages saved by `retrieval_quality.py` (run it first, same --quick flag); trains the
 quickstart reader (recipes/quickstart/reader.yaml) if runs/bench/quickstart/reader is missing.
@@ -17,6 +17,14 @@ import common
 
 from dpr_hf.data import load_passages
 from dpr_hf.reader_evaluation import evaluate_reader, load_reader
+from dpr_hf.reading import READER_MAX_LENGTH
+
+
+def trained_max_length(reader_dir) -> int:
+    """Read passages as the reader was trained to (its training_args.json), else at DPR's 350 tokens."""
+    args_file = reader_dir / "training_args.json"
+    saved = json.loads(args_file.read_text()).get("max_length") if args_file.exists() else None
+    return saved or READER_MAX_LENGTH
 
 
 def main() -> None:
@@ -29,6 +37,12 @@ def main() -> None:
         "--reader", type=common.Path, help="reader folder (default: train the quickstart reader)"
     )
     parser.add_argument("--retrieval", type=common.Path, help="retrieval_quality.py output folder to read")
+    parser.add_argument(
+        "--max-length",
+        type=int,
+        default=0,
+        help="tokens per question + passage (default: the length the reader was trained with, else 350)",
+    )
     args = parser.parse_args()
     started = common.now()
     retrieval = args.retrieval or common.RUNS / ("retrieval-quick" if args.quick else "retrieval")
@@ -38,6 +52,7 @@ def main() -> None:
         )
     reader_dir = args.reader or common.quickstart_reader()
     reader, tokenizer = load_reader(reader_dir)
+    max_length = args.max_length or trained_max_length(reader_dir)
     top_n = (1, 5) if args.quick else (1, 5, 20)
     count = args.questions or (100 if args.quick else 1000)
 
@@ -54,7 +69,9 @@ def main() -> None:
     metrics = {}
     for name, rows in sources.items():
         n = (1,) if name.startswith("gold") else top_n
-        metrics[name], _ = evaluate_reader(reader, tokenizer, rows, top_n=n, show_progress=False)
+        metrics[name], _ = evaluate_reader(
+            reader, tokenizer, rows, top_n=n, max_length=max_length, show_progress=False
+        )
         print(name, metrics[name], flush=True)
     (retrieval / "reader_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
 
@@ -69,7 +86,8 @@ def main() -> None:
             f"{len(keep)} seeded dev-a questions of the retrieval run's {len(dense)} (corpus: "
             f"{'a sample' if args.quick else 'every SQuAD train + dev-a paragraph'}); reader: `{reader_dir}` "
             f"({'recipes/quickstart/reader.yaml: ' if args.reader is None else ''}all-MiniLM-L6-v2 backbone); "
-            "prediction = best span of the most relevant of the top-n passages (DPR); SQuAD EM/F1 in %.",
+            f"{max_length} tokens per question + passage; prediction = best span of the most relevant of the top-n "
+            "passages (DPR); SQuAD EM/F1 in %.",
             common.table(["passages", "top-n", "EM", "F1", "F1 / BM25"], table_rows),
             common.BASE_NOTE,
         ]
