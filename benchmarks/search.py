@@ -5,8 +5,8 @@
 Vectors: a seeded mixture of 1,000 Gaussian clusters in 384 dims, L2-normalised (clustered like real embeddings;
 uniform noise would be unrealistically hard for HNSW/IVF). Both sides use the same factory string, training sample
 (random rows, as `PassageIndex.build` draws them) and search knobs (efSearch=128, nprobe=32). Reported: build
-time, queries/s at batch 1 and 128 for k=100 (both sides timed batch by batch in alternating order), recall@100
-against Flat, and bytes per passage.
+time, queries/s at batch 1 and 128 for k=100 (both sides timed batch by batch in alternating order, best of up
+to 9 passes within ~3 s), recall@100 against Flat, and bytes per passage.
 """
 
 from __future__ import annotations
@@ -68,18 +68,27 @@ def raw_faiss(vectors: np.ndarray, factory: str) -> faiss.Index:
     return index
 
 
-def queries_per_second(searches: dict, queries: np.ndarray, batch: int) -> dict[str, tuple[float, list]]:
-    """Queries/s and results of each search function, timed batch by batch in alternating order (A B, B A, ...)
-    so that drift in the machine's speed falls on all of them alike."""
-    seconds = dict.fromkeys(searches, 0.0)
+def queries_per_second(
+    searches: dict, queries: np.ndarray, batch: int, budget_s: float = 3.0, max_passes: int = 9
+) -> dict[str, tuple[float, list]]:
+    """Queries/s and first-pass results of each search function. Each pass times them batch by batch in
+    alternating order (A B, B A, ...), so drift falls on all alike; fast searches get more passes (until
+    `budget_s` is spent) and the best pass counts, as timeit does: what is left is the code, not the noise."""
+    best = dict.fromkeys(searches, float("inf"))
     results: dict[str, list] = {name: [] for name in searches}
-    for number, begin in enumerate(range(0, len(queries), batch)):
-        names = list(searches) if number % 2 == 0 else list(reversed(searches))
-        for name in names:
-            start = time.perf_counter()
-            results[name].append(searches[name](queries[begin : begin + batch]))
-            seconds[name] += time.perf_counter() - start
-    return {name: (len(queries) / seconds[name], results[name]) for name in searches}
+    started, passes = time.perf_counter(), 0
+    while passes == 0 or (passes < max_passes and time.perf_counter() - started < budget_s):
+        seconds = dict.fromkeys(searches, 0.0)
+        for number, begin in enumerate(range(0, len(queries), batch)):
+            for name in list(searches) if number % 2 == 0 else list(reversed(searches)):
+                start = time.perf_counter()
+                found = searches[name](queries[begin : begin + batch])
+                seconds[name] += time.perf_counter() - start
+                if passes == 0:
+                    results[name].append(found)
+        best = {name: min(best[name], seconds[name]) for name in searches}
+        passes += 1
+    return {name: (len(queries) / best[name], results[name]) for name in searches}
 
 
 def main() -> None:
@@ -118,8 +127,8 @@ def main() -> None:
             wrapped = PassageIndex.build(dataset, factory=factory)
             wrapped_build = time.perf_counter() - start
 
-            def raw_ids(q, raw=raw):
-                return raw.search(q, K)[1]
+            def same_index_ids(q, wrapped=wrapped):  # raw FAISS on the very index PassageIndex searches
+                return wrapped.faiss_index.search(q, K)[1]
 
             def wrapped_rows(q, wrapped=wrapped):
                 return wrapped.search_rows(q, K)[1]
@@ -127,14 +136,16 @@ def main() -> None:
             def wrapped_passages(q, wrapped=wrapped):
                 return [[int(hit["id"][1:]) for hit in hits] for hits in wrapped.search(q, K)]
 
-            one = queries_per_second({"raw": raw_ids, "rows": wrapped_rows}, single, 1)
+            one = queries_per_second({"raw": same_index_ids, "rows": wrapped_rows}, single, 1)
             (raw_1, _), (rows_1, _) = one["raw"], one["rows"]
             many = queries_per_second(
-                {"raw": raw_ids, "rows": wrapped_rows, "passages": wrapped_passages}, queries, 128
+                {"raw": same_index_ids, "rows": wrapped_rows, "passages": wrapped_passages}, queries, 128
             )
-            (raw_128, raw_results), (rows_128, rows_results) = many["raw"], many["rows"]
+            (raw_128, _), (rows_128, rows_results) = many["raw"], many["rows"]
             passages_128, passage_results = many["passages"]
-            found = np.concatenate(raw_results)
+            found = raw.search(queries, K)[
+                1
+            ]  # raw FAISS's own build: does PassageIndex build the same index?
             truth = found if factory == "Flat" else truth
             recall = {
                 name: np.mean([len(set(a) & set(b)) / K for a, b in zip(result, truth, strict=True)])
@@ -173,15 +184,15 @@ def main() -> None:
         "factory",
         "build s (FAISS)",
         "build s (PassageIndex)",
-        "QPS b=1 (FAISS)",
+        "QPS b=1 (FAISS, same index)",
         "QPS b=1 (search_rows)",
         "overhead b=1 %",
-        "QPS b=128 (FAISS)",
+        "QPS b=128 (FAISS, same index)",
         "QPS b=128 (search_rows)",
         "overhead b=128 %",
         "QPS b=128 (search, passage dicts)",
         "us per passage dict",
-        "recall@100 (FAISS)",
+        "recall@100 (FAISS's own build)",
         "recall@100 (search_rows)",
         "recall@100 (search)",
         "bytes/passage (index + dataset)",
@@ -189,9 +200,11 @@ def main() -> None:
     body = "\n\n".join(
         [
             f"{DIM}-dim clustered synthetic vectors, {num_queries} queries (batch 1: the first {len(single)}), "
-            "k=100, inner product. Like for like, `PassageIndex.search_rows` (datasets' `search_batch` over the "
-            "same FAISS index: scores + row numbers) against raw FAISS `index.search`; the overhead columns are "
-            "its extra time in % (goal <= 5%). `PassageIndex.search` also fetches the passages from the Arrow "
+            "k=100, inner product. Like for like, `PassageIndex.search_rows` (datasets' `search_batch`: scores + "
+            "row numbers) against raw FAISS `index.search` on the same FAISS index object, timed batch by batch in "
+            "alternating order (best of up to 9 passes within ~3 s); the overhead columns are its extra time in % (goal <= 5%). Raw FAISS also builds "
+            "its own index from the same vectors, for the build times and its recall. "
+            "`PassageIndex.search` also fetches the passages from the Arrow "
             "table and returns one dict per hit (id, title, text, score): its cost is shown per returned passage. "
             "Recall is against raw FAISS Flat. Dataset bytes: id, a short text and the float32 embedding "
             "kept in the Arrow table (memory-mapped when loaded from disk).",
