@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
 import resource
@@ -159,6 +160,12 @@ def quickstart_negatives(output: Path = RUNS / "quickstart") -> Path:
             *("--output", str(negatives), "--num-negatives", "5"),
         )
     return negatives
+
+
+def training_args(folder: Path) -> dict:
+    """The training_args.json a dpr-hf training run saved in `folder` ({} if there is none)."""
+    path = folder / "training_args.json"
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def quickstart_retriever(output: Path = RUNS / "quickstart") -> Path:

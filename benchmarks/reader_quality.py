@@ -22,9 +22,7 @@ from dpr_hf.reading import READER_MAX_LENGTH
 
 def trained_max_length(reader_dir) -> int:
     """Read passages as the reader was trained to (its training_args.json), else at DPR's 350 tokens."""
-    args_file = reader_dir / "training_args.json"
-    saved = json.loads(args_file.read_text()).get("max_length") if args_file.exists() else None
-    return saved or READER_MAX_LENGTH
+    return common.training_args(reader_dir).get("max_length") or READER_MAX_LENGTH
 
 
 def main() -> None:

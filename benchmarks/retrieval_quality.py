@@ -89,10 +89,9 @@ def dense_retriever(pair_dir, corpus, precision: str | None) -> tuple[DenseRetri
 
 def training_summary(pair_dir: Path) -> str:
     """How the pair was trained, from its training_args.json (what the table's trained row stands for)."""
-    args_file = pair_dir / "training_args.json"
-    if not args_file.exists():
+    args = common.training_args(pair_dir)
+    if not args:
         return "no training_args.json"
-    args = json.loads(args_file.read_text())
     samples = args.get("max_train_samples") or "all"
     return (
         f"{samples} questions of `{args.get('train_file')}`, {args.get('num_train_epochs')} epoch(s), "
@@ -100,11 +99,6 @@ def training_summary(pair_dir: Path) -> str:
         f"{args.get('similarity', 'dot')} / {args.get('temperature', 1.0)}, {args.get('mixed_precision', 'no')} "
         "mixed precision"
     )
-
-
-def _trained_on_all(pair_dir: Path) -> bool:
-    args_file = pair_dir / "training_args.json"
-    return args_file.exists() and not json.loads(args_file.read_text()).get("max_train_samples")
 
 
 def main() -> None:
@@ -139,6 +133,8 @@ def main() -> None:
     output = common.RUNS / "-".join(filter(None, ("retrieval", suffix)))
     output.mkdir(parents=True, exist_ok=True)
     pair_dirs = args.retriever or [common.quickstart_retriever()]
+    if len({pair_dir.name for pair_dir in pair_dirs}) < len(pair_dirs):  # rows are named after the folders
+        parser.error(f"--retriever folders need distinct names: {[str(p) for p in pair_dirs]}")
     corpus, questions = common.open_squad(args.questions or (300 if args.quick else 0), args.distractors)
     print(f"corpus: {len(corpus)} passages, {len(questions)} questions; trained pairs: {pair_dirs}")
 
@@ -152,10 +148,12 @@ def main() -> None:
     retrievers = {"BM25 (bm25s)": bm25, "zero-shot base (sentence-transformers)": base}
     weights = [float(w) for w in args.hybrid_weights.split(",")]
     memo_bm25 = Memo(bm25)
+    first_dense = None
     for position, pair_dir in enumerate(pair_dirs):
         name = f"dpr_hf trained ({pair_dir.name})"
         dense, seconds[f"{name}: corpus encoding"] = dense_retriever(pair_dir, corpus, args.precision)
         retrievers[name] = dense
+        first_dense = first_dense or dense
         memo_dense = Memo(dense)
         for weight in weights if position == 0 else weights[:1]:
             retrievers[f"hybrid BM25 + {weight:g} x {pair_dir.name}/τ (linear)"] = HybridRetriever(
@@ -164,7 +162,6 @@ def main() -> None:
         retrievers[f"hybrid BM25 + {pair_dir.name} (RRF)"] = HybridRetriever(
             memo_bm25, memo_dense, fusion="rrf"
         )
-    first_dense = retrievers[f"dpr_hf trained ({pair_dirs[0].name})"]
     metrics, curves = {}, {}
     for name, retriever in retrievers.items():
         with common.timer(seconds, f"{name}: search + scoring"):
@@ -202,7 +199,7 @@ def main() -> None:
             common.BASE_NOTE,
             *(
                 []
-                if any(_trained_on_all(pair_dir) for pair_dir in pair_dirs)
+                if any(common.training_args(pair_dir).get("max_train_samples") == 0 for pair_dir in pair_dirs)
                 else [
                     "Larger CPU recipe (all 87,599 SQuAD train questions, one epoch) not in this run: "
                     "`recipes/squad/retriever.yaml` (hours on 2 cores; its header has the commands)."

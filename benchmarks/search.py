@@ -118,8 +118,13 @@ def main() -> None:
         vectors = clustered_vectors(count, seed=2)
         dataset = passages_with_embeddings(vectors)
         truth = None
-        wanted = ["Flat", *args.factories.split(",")] if args.factories else [""]
-        for factory in [f for f in factories(count) if any(f.startswith(w) for w in wanted)]:
+        for factory in factories(count):
+            if (
+                args.factories
+                and factory != "Flat"
+                and not factory.startswith(tuple(args.factories.split(",")))
+            ):
+                continue
             start = time.perf_counter()
             raw = raw_faiss(vectors, factory)
             raw_build = time.perf_counter() - start
@@ -143,9 +148,8 @@ def main() -> None:
             )
             (raw_128, _), (rows_128, rows_results) = many["raw"], many["rows"]
             passages_128, passage_results = many["passages"]
-            found = raw.search(queries, K)[
-                1
-            ]  # raw FAISS's own build: does PassageIndex build the same index?
+            # Raw FAISS's own build: does PassageIndex build the same index?
+            found = raw.search(queries, K)[1]
             truth = found if factory == "Flat" else truth
             recall = {
                 name: np.mean([len(set(a) & set(b)) / K for a, b in zip(result, truth, strict=True)])
@@ -202,8 +206,9 @@ def main() -> None:
             f"{DIM}-dim clustered synthetic vectors, {num_queries} queries (batch 1: the first {len(single)}), "
             "k=100, inner product. Like for like, `PassageIndex.search_rows` (datasets' `search_batch`: scores + "
             "row numbers) against raw FAISS `index.search` on the same FAISS index object, timed batch by batch in "
-            "alternating order (best of up to 9 passes within ~3 s); the overhead columns are its extra time in % (goal <= 5%). Raw FAISS also builds "
-            "its own index from the same vectors, for the build times and its recall. "
+            "alternating order (best of up to 9 passes within ~3 s); the overhead columns are its extra time in % "
+            "(goal <= 5%). Raw FAISS also builds its own index from the same vectors, for the build times and its "
+            "recall. "
             "`PassageIndex.search` also fetches the passages from the Arrow "
             "table and returns one dict per hit (id, title, text, score): its cost is shown per returned passage. "
             "Recall is against raw FAISS Flat. Dataset bytes: id, a short text and the float32 embedding "
