@@ -25,6 +25,7 @@ the task's final save at the top level (the best model when `load_best_model_at_
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import math
 import os
@@ -428,7 +429,15 @@ class Trainer:
                     break
             epoch += 1
         progress.close()
-        return self._finish(models, start_time, start_step)
+        metrics = self._finish(models, start_time, start_step)
+        # DDP's gradient reducer holds the gloo process group; were it the last holder, freeing it later (with the
+        # GIL held) would join gloo's worker threads while they wait for the GIL to free finished work: a hang at
+        # exit (pytorch#56297). Free the wrappers first, so that end_training destroys the group itself.
+        del models, prepared
+        accelerator.free_memory()
+        gc.collect()
+        accelerator.end_training()
+        return metrics
 
     def _finish(self, models: dict[str, nn.Module], start_time: float, start_step: int) -> dict[str, Any]:
         """Final save (the best evaluation if asked and available) and metrics.json."""
@@ -471,5 +480,4 @@ class Trainer:
             "log_history": self.state.log_history,
         }
         self._write_json("metrics.json", metrics)
-        self.accelerator.end_training()
         return metrics

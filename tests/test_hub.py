@@ -211,6 +211,7 @@ def test_wheel_ships_every_module_and_the_card_templates(tmp_path):
         ],
         capture_output=True,
         text=True,
+        timeout=300,
     )
     assert build.returncode == 0, build.stderr
     (wheel,) = tmp_path.glob("dpr_hf-*.whl")
@@ -229,6 +230,7 @@ def test_wheel_ships_every_module_and_the_card_templates(tmp_path):
         text=True,
         cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": str(site)},
+        timeout=300,
     )
     assert out.returncode == 0, out.stderr
     module, template_dir = out.stdout.split()

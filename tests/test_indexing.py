@@ -468,6 +468,7 @@ def test_flat_build_save_load_holds_one_copy_of_the_vectors(tmp_path):
         text=True,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
         check=False,
+        timeout=300,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     count, growth_mib = completed.stdout.split()

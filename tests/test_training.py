@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 from accelerate import Accelerator
-from cli_runs import cli_command, kill_once_written, resume, subprocess_env
+from cli_runs import TIMEOUT, cli_command, kill_once_written, resume, subprocess_env
 from datasets import Dataset
 from safetensors.torch import load_file
 from transformers import BertConfig, BertModel
@@ -312,6 +312,7 @@ def test_two_processes_train_like_one_process_on_the_global_batch(
         env=subprocess_env(),
         capture_output=True,
         text=True,
+        timeout=TIMEOUT,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     one = json.loads((single / "metrics.json").read_text())
