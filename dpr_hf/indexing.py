@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging
 
+from .atomic import replace_folder
 from .errors import MismatchError
 from .tokenization import PASSAGE_MAX_LENGTH, format_passages
 
@@ -223,20 +224,6 @@ def _atomic_save(dataset: Dataset, path: Path, extra: dict[str, dict] | None = N
     for name, content in (extra or {}).items():
         (tmp / name).write_text(json.dumps(content, indent=2) + "\n")
     replace_folder(tmp, path)
-
-
-def replace_folder(tmp: Path, path: Path) -> None:
-    """Move the finished folder `tmp` to `path`. An existing `path` is first renamed aside (`.{name}.old`) and
-    deleted only once the new folder is in place: no reader ever sees a half-written folder, and a crash between
-    the two renames leaves the old folder whole beside it."""
-    if path.exists():
-        old = path.with_name(f".{path.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(path, old)
-        os.replace(tmp, path)
-        shutil.rmtree(old)
-    else:
-        os.replace(tmp, path)
 
 
 def encode_corpus(

@@ -25,8 +25,9 @@ from transformers import AutoTokenizer, PreTrainedConfig, PreTrainedModel, PreTr
 from transformers.dynamic_module_utils import get_relative_import_files
 from transformers.utils import logging
 
+from .atomic import replace_folder
 from .errors import MismatchError
-from .indexing import PassageIndex, replace_folder
+from .indexing import PassageIndex
 from .modeling import ExtractiveReader, PassageEncoder, QuestionEncoder
 from .reading import check_reader_tokenizer, read
 from .tokenization import QUESTION_MAX_LENGTH, format_questions

@@ -45,6 +45,8 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 from transformers import HfArgumentParser, get_linear_schedule_with_warmup
 
+from .atomic import replace_folder
+
 CHECKPOINT_PREFIX = "step_"
 STATE_FILE = "trainer_state.json"
 
@@ -191,13 +193,6 @@ def resolve_model_path(name_or_path: str) -> str:
     return name_or_path
 
 
-def _replace_dir(source: Path, target: Path) -> None:
-    """Move the finished `source` (folder or file) to `target`, replacing it: no half-written target is seen."""
-    if target.is_dir() and not target.is_symlink():
-        shutil.rmtree(target)
-    os.replace(source, target)
-
-
 def _checkpoints(output_dir: Path) -> list[Path]:
     folders = (output_dir / "checkpoints").glob(f"{CHECKPOINT_PREFIX}*")
     done = [f for f in folders if f.name[len(CHECKPOINT_PREFIX) :].isdigit() and (f / STATE_FILE).exists()]
@@ -275,7 +270,7 @@ class Trainer:
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
             (tmp / STATE_FILE).write_text(json.dumps(dataclasses.asdict(self.state)), encoding="utf-8")
-            _replace_dir(tmp, final)
+            replace_folder(tmp, final)
             for old in _checkpoints(self.output_dir)[: -self.args.save_total_limit or None]:
                 shutil.rmtree(old)
         self.accelerator.wait_for_everyone()
@@ -313,7 +308,7 @@ class Trainer:
                 shutil.rmtree(tmp)
             tmp.mkdir(parents=True)
             self.task.save(self._unwrapped(models), tmp)
-            _replace_dir(tmp, target)
+            replace_folder(tmp, target)
         self.accelerator.wait_for_everyone()
 
     def _evaluate(self, models: dict[str, nn.Module]) -> dict[str, float]:
@@ -462,7 +457,7 @@ class Trainer:
                 final.mkdir()
                 self.task.save(self._unwrapped(models), final)
             for entry in list(final.iterdir()):
-                _replace_dir(entry, self.output_dir / entry.name)
+                replace_folder(entry, self.output_dir / entry.name)
             final.rmdir()
         self.accelerator.wait_for_everyone()
         source_step = self.state.best_step if use_best else step

@@ -33,6 +33,7 @@ from dpr_hf import (
     QuestionEncoder,
     QuestionEncoderConfig,
 )
+from dpr_hf.atomic import replace_folder
 from dpr_hf.cli import COMMANDS, main
 from dpr_hf.errors import MismatchError
 from dpr_hf.indexing import PassageIndex, encode_passages
@@ -453,3 +454,39 @@ def test_saved_system_holds_weights_only_as_safetensors(tokenizer, tiny_bert_con
     assert pickles == []
     for part in ("question_encoder", "passage_encoder", "reader"):
         assert (tmp_path / "system" / part / "model.safetensors").is_file()
+
+
+def _folder(path: Path, text: str) -> Path:
+    path.mkdir()
+    (path / "weights.safetensors").write_text(text)
+    return path
+
+
+def test_replace_folder_keeps_the_old_folder_whole_until_the_new_one_is_in_place(tmp_path, monkeypatch):
+    """Model, checkpoint, index and system saves all end in `replace_folder`: a crash between its renames must
+    leave the previous save whole (aside), never deleted before the new one is in place."""
+    target = _folder(tmp_path / "best", "old")
+    replace_folder(_folder(tmp_path / ".tmp-best", "new"), target)
+    assert (target / "weights.safetensors").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best"]
+
+    real_replace = os.replace
+
+    def crash_on_moving_the_new_folder_in(src, dst):
+        if Path(src).name == ".tmp-best":
+            raise OSError("simulated crash")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", crash_on_moving_the_new_folder_in)
+    with pytest.raises(OSError, match="simulated crash"):
+        replace_folder(_folder(tmp_path / ".tmp-best", "newer"), target)
+    assert (tmp_path / ".best.old" / "weights.safetensors").read_text() == "new"
+    assert (tmp_path / ".tmp-best" / "weights.safetensors").read_text() == "newer"
+
+    monkeypatch.setattr(os, "replace", real_replace)
+    replace_folder(tmp_path / ".tmp-best", target)  # the next save goes through
+    assert (target / "weights.safetensors").read_text() == "newer"
+    (tmp_path / "file.tmp").write_text("b")
+    (tmp_path / "file").write_text("a")
+    replace_folder(tmp_path / "file.tmp", tmp_path / "file")  # files: one atomic rename
+    assert (tmp_path / "file").read_text() == "b" and not (tmp_path / "file.tmp").exists()

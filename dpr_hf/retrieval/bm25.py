@@ -19,8 +19,8 @@ import datasets
 import numpy as np
 from bm25s.tokenization import Tokenizer
 
+from ..atomic import replace_folder
 from ..errors import MismatchError
-from ..indexing import replace_folder
 
 CONFIG_NAME = "bm25_config.json"
 PASSAGES_DIR = "passages"
