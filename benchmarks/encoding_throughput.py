@@ -23,10 +23,10 @@ from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 from transformers import AutoTokenizer
 
 from dpr_hf.data import load_passages, load_questions
-from dpr_hf.evaluation import has_answer
-from dpr_hf.indexing import encode_passages
-from dpr_hf.modeling import PassageEncoder, QuestionEncoder
-from dpr_hf.tokenization import format_questions
+from dpr_hf.encoding import encode_passages
+from dpr_hf.evaluation.metrics import has_answer
+from dpr_hf.models.modeling import PassageEncoder, QuestionEncoder
+from dpr_hf.models.tokenization import format_questions
 
 warnings.filterwarnings("ignore", message=".*quantiz.*deprecated.*")
 

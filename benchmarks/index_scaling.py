@@ -22,7 +22,7 @@ import psutil
 import pyarrow as pa
 from datasets import Dataset
 
-from dpr_hf.indexing import INDEX_FILE, PassageIndex
+from dpr_hf.index.passage_index import INDEX_FILE, PassageIndex
 
 
 def synthetic_vectors(n: int, dim: int, seed: int) -> np.ndarray:

@@ -79,7 +79,8 @@ def worker(args: argparse.Namespace) -> None:
     from transformers import AutoTokenizer, BertConfig
 
     from dpr_hf import PassageEncoder, PassageEncoderConfig
-    from dpr_hf.indexing import PassageIndex, encode_corpus
+    from dpr_hf.encoding import encode_corpus
+    from dpr_hf.index.passage_index import PassageIndex
 
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(base_model_dir())

@@ -16,8 +16,8 @@ import random
 import common
 
 from dpr_hf.data import load_passages
-from dpr_hf.reader_evaluation import evaluate_reader, load_reader
-from dpr_hf.reading import READER_MAX_LENGTH
+from dpr_hf.evaluation.reader import evaluate_reader, load_reader
+from dpr_hf.models.tokenization import READER_MAX_LENGTH
 
 
 def trained_max_length(reader_dir) -> int:

@@ -25,10 +25,12 @@ import torch
 from sentence_transformers import SentenceTransformer
 from transformers import AutoTokenizer
 
-from dpr_hf.indexing import PassageIndex, encode_passages, encoder_fingerprint
-from dpr_hf.modeling import PassageEncoder, QuestionEncoder
+from dpr_hf.encoding import encode_passages
+from dpr_hf.evaluation.retrieval import evaluate_retriever, plot_top_k_curves
+from dpr_hf.index.passage_index import PassageIndex
+from dpr_hf.models.fingerprints import encoder_fingerprint
+from dpr_hf.models.modeling import PassageEncoder, QuestionEncoder
 from dpr_hf.retrieval import BM25Retriever, DenseRetriever, HybridRetriever
-from dpr_hf.retrieval_evaluation import evaluate_retriever, plot_top_k_curves
 
 KEYS = ("top_1", "top_5", "top_20", "top_100", "gold_recall_1", "gold_recall_20", "gold_recall_100")
 

@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 from datasets import Dataset
 
-from dpr_hf.indexing import DEFAULT_SEARCH_PARAMETERS, PassageIndex
+from dpr_hf.index.passage_index import DEFAULT_SEARCH_PARAMETERS, PassageIndex
 
 DIM, K = 384, 100
 

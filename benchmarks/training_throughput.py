@@ -32,8 +32,8 @@ def training_examples(count: int):
 
 
 def run_dpr_hf(batch: int, steps: int, chunk: int) -> float:
-    from dpr_hf.retriever_training import RetrieverArguments, train_retriever
-    from dpr_hf.training import TrainingArguments
+    from dpr_hf.training.engine import TrainingArguments
+    from dpr_hf.training.retriever import RetrieverArguments, train_retriever
 
     data_file = common.RUNS / "training-throughput" / "train.jsonl"
     data_file.parent.mkdir(parents=True, exist_ok=True)

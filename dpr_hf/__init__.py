@@ -5,30 +5,37 @@ a folder also loads with `trust_remote_code=True` where dpr_hf is not installed)
 `dense-retrieval` pipeline tasks, so `pipeline("open-domain-qa", model=folder_or_repo)` loads a whole system.
 """
 
+import sys
+
 from transformers import AutoConfig, AutoModel
 from transformers.pipelines import PIPELINE_REGISTRY
 
-from .configuration import (
-    DPREncoderConfig,
-    ExtractiveReaderConfig,
-    PassageEncoderConfig,
-    QuestionEncoderConfig,
-)
-from .indexing import PassageIndex, encode_corpus, encode_passages
-from .modeling import (
+from ._compat import MovedModuleFinder
+from .encoding import encode_corpus, encode_passages
+from .errors import DPRDataError, MismatchError
+from .index import PassageIndex
+from .models import (
     DPREncoder,
+    DPREncoderConfig,
     EncoderOutput,
     ExtractiveReader,
+    ExtractiveReaderConfig,
     PassageEncoder,
+    PassageEncoderConfig,
     QuestionEncoder,
+    QuestionEncoderConfig,
     ReaderOutput,
+    format_passages,
+    format_questions,
 )
-from .pipeline import DenseRetrievalPipeline, OpenDomainQAPipeline
+from .pipelines import DenseRetrievalPipeline, OpenDomainQAPipeline, QASystem, QASystemConfig
 from .retrieval import BM25Retriever, DenseRetriever, HybridRetriever
-from .system import QASystem, QASystemConfig
-from .tokenization import format_passages, format_questions
 
 __version__ = "0.1.0"
+
+# dpr_hf 0.1 import paths (dpr_hf.indexing, dpr_hf.system, ...) keep working for one release.
+if not any(isinstance(finder, MovedModuleFinder) for finder in sys.meta_path):
+    sys.meta_path.append(MovedModuleFinder())
 
 for _config_class, _model_class in (
     (QuestionEncoderConfig, QuestionEncoder),
@@ -52,6 +59,7 @@ PIPELINE_REGISTRY.register_pipeline(
 __all__ = [
     "BM25Retriever",
     "DPREncoder",
+    "DPRDataError",
     "DPREncoderConfig",
     "DenseRetrievalPipeline",
     "DenseRetriever",
@@ -59,6 +67,7 @@ __all__ = [
     "ExtractiveReader",
     "ExtractiveReaderConfig",
     "HybridRetriever",
+    "MismatchError",
     "OpenDomainQAPipeline",
     "PassageEncoder",
     "PassageEncoderConfig",

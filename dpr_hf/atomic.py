@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -23,3 +25,35 @@ def replace_folder(tmp: Path, path: Path) -> None:
         shutil.rmtree(old)
     else:
         os.replace(tmp, path)
+
+
+@contextmanager
+def staged_folder(path: str | os.PathLike, staging: str | os.PathLike | None = None) -> Iterator[Path]:
+    """A clean folder to write a save into; when the block ends without error it replaces `path` whole.
+
+    `staging` (default: `.{name}.tmp` beside `path`) is emptied first, so the leftovers of an interrupted save
+    never mix with a new one; on error it is removed and `path` stays as it was.
+    """
+    path = Path(path)
+    tmp = Path(staging) if staging is not None else path.with_name(f".{path.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    replace_folder(tmp, path)
+
+
+@contextmanager
+def staged_file(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary file beside `path` to write; renamed over `path` in one step when the block succeeds."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        yield tmp
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, path)

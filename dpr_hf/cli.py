@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-from .errors import DPRDataError, MismatchError
+from .models.errors import DPRDataError, MismatchError
 
 # sub-command -> module in dpr_hf.commands defining `add_arguments(parser)` and `run(args) -> int | None`
 COMMANDS = {

@@ -72,8 +72,8 @@ def _write_base_pair(path: Path) -> None:
     cosine; `temperature` 0.05 is its training scale, recorded for hybrid fusion)."""
     from transformers import AutoTokenizer
 
-    from .modeling import PassageEncoder, QuestionEncoder
-    from .training import resolve_model_path
+    from .models.modeling import PassageEncoder, QuestionEncoder
+    from .training.engine import resolve_model_path
 
     if (path / "passage_encoder" / "config.json").exists():
         return
@@ -171,8 +171,8 @@ def run(recipes: Path, output: Path, num_passages: int = 20) -> None:
 
 def _save_system(output, retriever_dir, reader_dir, index_dir, bm25_dir, corpus, folders, retrieval_metrics):
     from .data import load_passages
+    from .pipelines.system import QASystem
     from .retrieval import BM25Retriever
-    from .system import QASystem
 
     system_dir = output / "system"
     if (system_dir / "config.json").exists():

@@ -8,8 +8,8 @@ import datasets
 import pytest
 
 from dpr_hf.data import load_passages, load_questions
-from dpr_hf.errors import MismatchError
-from dpr_hf.evaluation import has_answer
+from dpr_hf.evaluation.metrics import has_answer
+from dpr_hf.models.errors import MismatchError
 from dpr_hf.retrieval.bm25 import CONFIG_NAME, BM25Retriever
 
 

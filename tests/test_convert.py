@@ -30,15 +30,15 @@ from dpr_hf import (
     format_passages,
 )
 from dpr_hf.cli import main
-from dpr_hf.convert import (
+from dpr_hf.models.convert import (
     convert,
     detect_source,
     load_original_dpr,
     load_transformers_dpr,
     to_transformers_dpr,
 )
-from dpr_hf.errors import DPRDataError, MismatchError
-from dpr_hf.tokenization import tokenizer_fingerprint
+from dpr_hf.models.errors import DPRDataError, MismatchError
+from dpr_hf.models.tokenization import tokenizer_fingerprint
 
 ATOL = 1e-5
 TITLES = ["Paris", "Photosynthesis"]

@@ -25,7 +25,7 @@ from dpr_hf.data import (
     save_retriever_json,
     split_documents,
 )
-from dpr_hf.errors import DPRDataError
+from dpr_hf.models.errors import DPRDataError
 
 
 def _squad_counts(path):

@@ -23,15 +23,10 @@ from dpr_hf import (
     QuestionEncoderConfig,
     format_passages,
 )
-from dpr_hf.errors import MismatchError
-from dpr_hf.indexing import (
-    PassageIndex,
-    encode_corpus,
-    encode_passages,
-    encoder_fingerprint,
-    precision_context,
-    pretrained_fingerprint,
-)
+from dpr_hf.encoding import encode_corpus, encode_passages, precision_context
+from dpr_hf.index.passage_index import PassageIndex
+from dpr_hf.models.errors import MismatchError
+from dpr_hf.models.fingerprints import encoder_fingerprint, pretrained_fingerprint
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -427,7 +422,7 @@ _MEMORY_PROBE = """
 import sys, threading
 from pathlib import Path
 from datasets import load_from_disk
-from dpr_hf.indexing import PassageIndex
+from dpr_hf.index.passage_index import PassageIndex
 
 def anon_mib():
     status = Path("/proc/self/status").read_text()

@@ -10,11 +10,17 @@ import pytest
 
 from dpr_hf.cli import main
 from dpr_hf.data import load_passages, load_retriever_data, save_retriever_json
-from dpr_hf.evaluation import has_answer
-from dpr_hf.indexing import PassageIndex, encode_passages
-from dpr_hf.negatives import mine_bm25_negatives, mine_dense_negatives, mine_hard_negatives, select_negatives
+from dpr_hf.encoding import encode_passages
+from dpr_hf.evaluation.metrics import has_answer
+from dpr_hf.index.passage_index import PassageIndex
 from dpr_hf.retrieval.bm25 import BM25Retriever
 from dpr_hf.retrieval.dense import DenseRetriever
+from dpr_hf.retrieval.negatives import (
+    mine_bm25_negatives,
+    mine_dense_negatives,
+    mine_hard_negatives,
+    select_negatives,
+)
 
 
 @pytest.fixture(scope="module")

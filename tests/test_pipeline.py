@@ -17,10 +17,11 @@ from tiny_qa_system import PASSAGES, QUESTIONS, build_tiny_system, hub_cache_sna
 from transformers import pipeline
 
 from dpr_hf import OpenDomainQAPipeline, QASystem, QASystemConfig
-from dpr_hf.errors import MismatchError
-from dpr_hf.indexing import PassageIndex, encode_passages
+from dpr_hf.encoding import encode_passages
+from dpr_hf.index.passage_index import PassageIndex
+from dpr_hf.models.errors import MismatchError
+from dpr_hf.pipelines.system import REMOTE_TASK
 from dpr_hf.retrieval import DenseRetriever, HybridRetriever
-from dpr_hf.system import REMOTE_TASK
 
 ANSWER_KEYS = {"answer", "score", "start", "end", "relevance", "passage"}
 
@@ -60,7 +61,7 @@ def test_saved_folder_layout_and_config(system_dir):
         "pipeline.py",
         "configuration.py",
         "modeling.py",
-        "indexing.py",
+        "passage_index.py",
     } <= entries
     for part in ("question_encoder", "passage_encoder", "reader"):
         assert {"config.json", "model.safetensors", "tokenizer.json"} <= {

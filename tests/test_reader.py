@@ -10,17 +10,12 @@ import math
 import pytest
 import torch
 
-from dpr_hf.data.reader import (
-    ReaderCollator,
-    load_reader_data,
-    locate_answer_spans,
-    tokenize_reader_data,
-)
-from dpr_hf.errors import DPRDataError
-from dpr_hf.evaluation import exact_match_score, f1_score
+from dpr_hf.data.reader import ReaderCollator, load_reader_data, locate_answer_spans, tokenize_reader_data
+from dpr_hf.evaluation.metrics import exact_match_score, f1_score
+from dpr_hf.evaluation.reader import evaluate_reader, evaluate_reader_on_results
 from dpr_hf.losses import reader_loss
-from dpr_hf.reader_evaluation import evaluate_reader, evaluate_reader_on_results
-from dpr_hf.reading import encode_reader_inputs
+from dpr_hf.models.errors import DPRDataError
+from dpr_hf.models.tokenization import encode_reader_inputs
 
 # ------------------------------------------------------------------------------------------------------ loss
 

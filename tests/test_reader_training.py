@@ -87,8 +87,8 @@ def test_kill_and_resume_gives_the_same_weights(tmp_path, tiny_reader, tokenizer
 def test_training_from_minilm_raises_dev_exact_match(tmp_path, single_thread):
     """A real run: the offline MiniLM backbone, 640 SQuAD train questions (gold paragraph, 128 tokens), then dev
     EM/F1 on 100 dev questions reading BM25's top passage. The untrained reader (evaluated at step 0) is at ~0 EM."""
-    from dpr_hf.reader_training import ReaderArguments, train_reader
-    from dpr_hf.training import TrainingArguments
+    from dpr_hf.training.engine import TrainingArguments
+    from dpr_hf.training.reader import ReaderArguments, train_reader
 
     data = REPO / "data" / "quickstart"
     args = ReaderArguments(

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dpr_hf.reading import best_spans, encode_reader_inputs, read
+from dpr_hf.models.tokenization import encode_reader_inputs
+from dpr_hf.reader.decoding import best_spans, read
 
 QUESTION = "Where did Zürich's café open?"
 TITLE = "Café Zürich"

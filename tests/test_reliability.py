@@ -35,13 +35,14 @@ from dpr_hf import (
 )
 from dpr_hf.atomic import replace_folder
 from dpr_hf.cli import COMMANDS, main
-from dpr_hf.errors import MismatchError
-from dpr_hf.indexing import PassageIndex, encode_passages
-from dpr_hf.reader_evaluation import load_reader
-from dpr_hf.reader_training import load_reader_model
-from dpr_hf.reading import read
+from dpr_hf.encoding import encode_passages
+from dpr_hf.evaluation.reader import load_reader
+from dpr_hf.index.passage_index import PassageIndex
+from dpr_hf.models.errors import MismatchError
+from dpr_hf.models.tokenization import tokenizer_fingerprint
+from dpr_hf.reader.decoding import read
 from dpr_hf.retrieval import DenseRetriever
-from dpr_hf.tokenization import tokenizer_fingerprint
+from dpr_hf.training.reader import load_reader_model
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = REPO_ROOT / "dpr_hf"
@@ -57,7 +58,7 @@ SAVE_SCRIPT = textwrap.dedent(
     import sys
     import numpy as np, pyarrow as pa
     from datasets import Dataset
-    from dpr_hf.indexing import PassageIndex
+    from dpr_hf.index.passage_index import PassageIndex
 
     n, dim, path = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
     vectors = np.random.default_rng(0).standard_normal((n, dim)).astype(np.float32)

@@ -12,8 +12,9 @@ import torch
 from datasets import Dataset
 
 from dpr_hf import QuestionEncoder, QuestionEncoderConfig, format_questions
-from dpr_hf.errors import MismatchError
-from dpr_hf.indexing import PassageIndex, encode_passages
+from dpr_hf.encoding import encode_passages
+from dpr_hf.index.passage_index import PassageIndex
+from dpr_hf.models.errors import MismatchError
 from dpr_hf.retrieval import (
     BM25Retriever,
     DenseRetriever,

@@ -12,8 +12,7 @@ import torch
 
 from dpr_hf import PassageEncoder, PassageEncoderConfig, QuestionEncoder, QuestionEncoderConfig
 from dpr_hf.cli import main
-from dpr_hf.errors import DPRDataError
-from dpr_hf.evaluation import (
+from dpr_hf.evaluation.metrics import (
     answer_hits,
     gold_recall,
     has_answer,
@@ -22,7 +21,8 @@ from dpr_hf.evaluation import (
     top_k_accuracy,
     top_k_curve,
 )
-from dpr_hf.retrieval_evaluation import load_qrels
+from dpr_hf.evaluation.retrieval import load_qrels
+from dpr_hf.models.errors import DPRDataError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

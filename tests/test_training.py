@@ -20,8 +20,8 @@ from dpr_hf import PassageEncoder, PassageEncoderConfig, QuestionEncoder, Questi
 from dpr_hf.cli import main as cli_main
 from dpr_hf.data import save_retriever_json
 from dpr_hf.data.collators import RetrieverCollator
-from dpr_hf.retriever_training import RetrieverArguments, RetrieverTask
-from dpr_hf.training import Trainer, TrainingArguments, parse_recipe
+from dpr_hf.training.engine import Trainer, TrainingArguments, parse_recipe
+from dpr_hf.training.retriever import RetrieverArguments, RetrieverTask
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -335,7 +335,7 @@ def test_two_processes_train_like_one_process_on_the_global_batch(
 def test_minilm_training_on_squad_improves_dev_loss_and_average_rank(tmp_path):
     """A short real run from the offline MiniLM weights on SQuAD questions (in-batch negatives only), scored as
     the quickstart recipe scores them: cosine at temperature 0.05, which both towers record."""
-    from dpr_hf.retriever_training import train_retriever
+    from dpr_hf.training.retriever import train_retriever
 
     data = REPO / "data" / "quickstart"
     retriever_args = RetrieverArguments(

@@ -19,7 +19,9 @@ from dpr_hf import (
     QuestionEncoder,
     QuestionEncoderConfig,
 )
-from dpr_hf.indexing import PassageIndex, encode_passages, encoder_fingerprint
+from dpr_hf.encoding import encode_passages
+from dpr_hf.index.passage_index import PassageIndex
+from dpr_hf.models.fingerprints import encoder_fingerprint
 from dpr_hf.retrieval import BM25Retriever
 
 FACTS = [

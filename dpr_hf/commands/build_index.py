@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..indexing import PassageIndex
+    from ..index.passage_index import PassageIndex
 
     index = PassageIndex.from_embeddings(
         args.embeddings, factory=args.factory, train_size=args.train_size, seed=args.seed, device=args.device

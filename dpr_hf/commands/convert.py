@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..convert import convert
+from ..models.convert import convert
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

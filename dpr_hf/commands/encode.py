@@ -39,8 +39,9 @@ def run(args: argparse.Namespace) -> int:
     from transformers import AutoTokenizer
 
     from ..data import load_passages
-    from ..indexing import distributed_state, encode_corpus, encoder_dir
-    from ..modeling import PassageEncoder
+    from ..encoding import distributed_state, encode_corpus
+    from ..models.modeling import PassageEncoder
+    from ..models.pair import encoder_dir
 
     path = encoder_dir(args.passage_encoder, "passage")
     state = distributed_state()

@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..reader_evaluation import evaluate_reader_on_results
+    from ..evaluation.reader import evaluate_reader_on_results
 
     metrics = evaluate_reader_on_results(
         args.model,

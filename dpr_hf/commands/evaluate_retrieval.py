@@ -73,8 +73,11 @@ def _dense(args: argparse.Namespace):
     from transformers import AutoTokenizer
 
     from ..data import load_passages
-    from ..indexing import PassageIndex, encode_passages, encoder_dir, encoder_fingerprint
-    from ..modeling import PassageEncoder, QuestionEncoder
+    from ..encoding import encode_passages
+    from ..index.passage_index import PassageIndex
+    from ..models.fingerprints import encoder_fingerprint
+    from ..models.modeling import PassageEncoder, QuestionEncoder
+    from ..models.pair import encoder_dir
     from ..retrieval.dense import DenseRetriever
 
     if not args.model:
@@ -107,8 +110,8 @@ def _dense(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from ..data import load_questions
+    from ..evaluation.retrieval import evaluate_retriever, load_qrels, save_retrieval_evaluation
     from ..retrieval.hybrid import HybridRetriever
-    from ..retrieval_evaluation import evaluate_retriever, load_qrels, save_retrieval_evaluation
 
     questions = load_questions(args.questions, split=args.split)
     if args.retriever == "bm25":

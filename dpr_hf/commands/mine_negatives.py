@@ -55,8 +55,10 @@ def _dense_retriever(args: argparse.Namespace):
     from transformers import AutoTokenizer
 
     from ..data import load_passages
-    from ..indexing import PassageIndex, encode_passages, encoder_dir
-    from ..modeling import PassageEncoder, QuestionEncoder
+    from ..encoding import encode_passages
+    from ..index.passage_index import PassageIndex
+    from ..models.modeling import PassageEncoder, QuestionEncoder
+    from ..models.pair import encoder_dir
     from ..retrieval.dense import DenseRetriever
 
     if not args.model:
@@ -78,7 +80,7 @@ def _dense_retriever(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from ..data import load_retriever_data, save_retriever_json
-    from ..negatives import mine_hard_negatives
+    from ..retrieval.negatives import mine_hard_negatives
 
     data = load_retriever_data(args.data, split=args.split)
     retriever = _bm25_retriever(args) if args.method == "bm25" else _dense_retriever(args)

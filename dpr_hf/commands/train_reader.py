@@ -19,8 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..reader_training import ReaderArguments, train_reader
-    from ..training import TrainingArguments, parse_recipe
+    from ..training.engine import TrainingArguments, parse_recipe
+    from ..training.reader import ReaderArguments, train_reader
 
     reader_args, training_args = parse_recipe(
         (ReaderArguments, TrainingArguments), args.recipe, args.overrides

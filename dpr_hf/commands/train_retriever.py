@@ -7,8 +7,8 @@ import dataclasses
 
 from accelerate import PartialState
 
-from ..retriever_training import RetrieverArguments, train_retriever
-from ..training import TrainingArguments, parse_recipe
+from ..training.engine import TrainingArguments, parse_recipe
+from ..training.retriever import RetrieverArguments, train_retriever
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -26,7 +26,7 @@ import pandas as pd
 import pyarrow as pa
 from datasets.exceptions import DatasetGenerationError
 
-from ..errors import DPRDataError
+from ..models.errors import DPRDataError
 
 # Bump when the parsing rules change, so datasets' on-disk cache of an earlier parse is not reused.
 PARSER_VERSION = "3"

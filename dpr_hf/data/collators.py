@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from ..tokenization import PASSAGE_MAX_LENGTH, QUESTION_MAX_LENGTH, format_passages, format_questions
+from ..models.tokenization import PASSAGE_MAX_LENGTH, QUESTION_MAX_LENGTH, format_passages, format_questions
 
 
 def _passage_key(passage: dict) -> tuple[str, ...]:

@@ -11,14 +11,8 @@ from pathlib import Path
 
 import datasets
 
-from ..errors import DPRDataError
-from ._io import (
-    iter_delimited,
-    iter_jsonl,
-    load_records,
-    read_json,
-    require_columns,
-)
+from ..models.errors import DPRDataError
+from ._io import iter_delimited, iter_jsonl, load_records, read_json, require_columns
 from .schema import CTX_FIELDS, PASSAGE_FEATURES, Where, normalize_passage, require_mapping
 from .squad import is_squad, iter_squad
 

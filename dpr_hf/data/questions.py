@@ -11,13 +11,8 @@ from typing import Any
 
 import datasets
 
-from ..errors import DPRDataError
-from ._io import (
-    iter_delimited,
-    iter_jsonl,
-    load_records,
-    read_json,
-)
+from ..models.errors import DPRDataError
+from ._io import iter_delimited, iter_jsonl, load_records, read_json
 from .schema import (
     QUESTION_FEATURES,
     Where,

@@ -25,9 +25,9 @@ import torch
 from datasets import Features, List, Value
 from transformers import PreTrainedTokenizerBase
 
-from ..errors import DPRDataError
-from ..evaluation import has_answer
-from ..reading import READER_MAX_LENGTH, encode_reader_inputs
+from ..evaluation.metrics import has_answer
+from ..models.errors import DPRDataError
+from ..models.tokenization import READER_MAX_LENGTH, encode_reader_inputs
 from ._io import base_suffix, build_dataset, file_fingerprint, read_json, resolve_source
 from .schema import Where, get_answers, get_id, get_string, normalize_passage, require_mapping
 from .squad import is_squad, iter_answerable, iter_squad

@@ -12,7 +12,7 @@ from typing import Any
 
 import datasets
 
-from ..errors import DPRDataError
+from ..models.errors import DPRDataError
 from ._io import (
     base_suffix,
     build_dataset,

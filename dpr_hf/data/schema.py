@@ -12,7 +12,7 @@ from typing import Any
 
 from datasets import Features, List, Value
 
-from ..errors import DPRDataError
+from ..models.errors import DPRDataError
 
 PASSAGE = {"id": Value("string"), "title": Value("string"), "text": Value("string")}
 PASSAGE_FEATURES = Features(PASSAGE)

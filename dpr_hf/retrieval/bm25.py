@@ -20,7 +20,7 @@ import numpy as np
 from bm25s.tokenization import Tokenizer
 
 from ..atomic import replace_folder
-from ..errors import MismatchError
+from ..models.errors import MismatchError
 
 CONFIG_NAME = "bm25_config.json"
 PASSAGES_DIR = "passages"

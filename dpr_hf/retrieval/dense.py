@@ -9,10 +9,12 @@ import numpy as np
 import torch
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from ..errors import MismatchError
-from ..indexing import PassageIndex, encoder_dir, precision_context
-from ..modeling import QuestionEncoder
-from ..tokenization import QUESTION_MAX_LENGTH, format_questions
+from ..encoding import precision_context
+from ..index.passage_index import PassageIndex
+from ..models.errors import MismatchError
+from ..models.modeling import QuestionEncoder
+from ..models.pair import encoder_dir
+from ..models.tokenization import QUESTION_MAX_LENGTH, format_questions
 
 
 class DenseRetriever:

@@ -1,333 +1,40 @@
-"""Corpus encoding and the FAISS passage index.
+"""The FAISS passage index.
 
-`encode_corpus` turns a passages dataset into a `datasets` dataset with an `embeddings` column, in shards that
-survive interruption and split across `accelerate launch` processes. `PassageIndex` wraps
-`Dataset.add_faiss_index` (inner product, as DPR scores) and saves one folder whose manifest lets `load` refuse an
+`PassageIndex` wraps `Dataset.add_faiss_index` (inner product, as DPR scores) and saves one folder whose manifest lets `load` refuse an
 index that does not belong to the encoder or the passages it is used with.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import faiss
 import numpy as np
-import pyarrow as pa
-import torch
-from accelerate import PartialState
-from accelerate.utils import parse_flag_from_env
-from datasets import Dataset, concatenate_datasets, load_from_disk
-from safetensors import safe_open
-from tqdm.auto import tqdm
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from datasets import Dataset, load_from_disk
+from transformers import PreTrainedModel
 from transformers.utils import logging
 
-from .atomic import replace_folder
-from .errors import MismatchError
-from .tokenization import PASSAGE_MAX_LENGTH, format_passages
+from ..atomic import replace_folder
+from ..encoding import EMBEDDINGS_COLUMN, load_embeddings
+from ..models.errors import MismatchError
+from ..models.fingerprints import encoder_fingerprint, pretrained_fingerprint
+from ..models.pair import partner_passage_encoder_dir
 
 logger = logging.get_logger(__name__)
 
-EMBEDDINGS_COLUMN = "embeddings"
-ENCODING_FILE = "encoding.json"
 MANIFEST_FILE = "manifest.json"
 INDEX_FILE = "index.faiss"
 PASSAGES_DIR = "passages"
 MANIFEST_VERSION = 1
-PRECISIONS = ("fp32", "bf32", "bf16", "fp16")
-_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # Search-time knobs per index family: HNSW's default efSearch=16 loses recall, IVF's default nprobe=1 even more.
 DEFAULT_SEARCH_PARAMETERS = {"HNSW": {"efSearch": 128}, "IVF": {"nprobe": 32}}
-# Config fields that change the vectors an encoder produces, hashed with the weights.
-_FINGERPRINT_CONFIG_KEYS = ("pooling", "projection_dim", "normalize")
 
 
-# --------------------------------------------------------------------------------------------------- fingerprints
-def _fingerprint(config: dict, tensors: Iterable[tuple[str, torch.Tensor]]) -> str:
-    digest = hashlib.sha256(json.dumps({k: config.get(k) for k in _FINGERPRINT_CONFIG_KEYS}).encode())
-    for name, tensor in sorted(tensors, key=lambda item: item[0]):
-        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return "sha256:" + digest.hexdigest()
-
-
-def encoder_fingerprint(encoder: PreTrainedModel) -> str:
-    """Hash of the weights and pooling config: the same vectors come out iff the fingerprints agree."""
-    return _fingerprint(encoder.config.to_dict(), encoder.state_dict().items())
-
-
-def pretrained_fingerprint(model_dir: str | os.PathLike) -> str:
-    """`encoder_fingerprint` of a saved encoder folder, read from its safetensors files without building it."""
-    model_dir = Path(model_dir)
-    files = sorted(model_dir.glob("*.safetensors"))
-    if not files:
-        raise FileNotFoundError(f"no *.safetensors weights in {model_dir}")
-    config = json.loads((model_dir / "config.json").read_text())
-    tensors = []
-    for file in files:
-        with safe_open(str(file), framework="pt") as handle:
-            tensors.extend((key, handle.get_tensor(key)) for key in handle.keys())
-    return _fingerprint(config, tensors)
-
-
-def _partner_passage_encoder_dir(question_encoder: PreTrainedModel) -> Path | None:
-    """The `passage_encoder/` next to a question encoder loaded from a pair or system folder."""
-    path = Path(str(getattr(question_encoder, "name_or_path", "") or ""))
-    partner = path.parent / "passage_encoder"
-    return partner if path.name == "question_encoder" and partner.is_dir() else None
-
-
-def encoder_dir(path: str | os.PathLike, role: str) -> Path:
-    """The `<role>_encoder/` folder of a pair or system folder, or `path` itself when it is an encoder folder."""
-    path = Path(path)
-    if (path / f"{role}_encoder" / "config.json").exists():
-        return path / f"{role}_encoder"
-    if (path / "config.json").exists():
-        return path
-    raise FileNotFoundError(
-        f"{path} holds no {role} encoder (neither {role}_encoder/config.json nor config.json)"
-    )
-
-
-# ------------------------------------------------------------------------------------------------------- encoding
-def distributed_state() -> PartialState:
-    """Accelerate's process state; on machines without an accelerator, asked for CPU explicitly, since accelerate
-    only detects a multi-process CPU run (`accelerate launch --multi_gpu` or `torchrun` there) when told cpu=True.
-    """
-    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.accelerator.is_available())
-
-
-def _length_order(titles: Sequence[str] | None, texts: Sequence[str]) -> np.ndarray:
-    """Longest first, by characters: batches of similar length waste no padding, and an OOM shows at once."""
-    lengths = np.fromiter((len(text) for text in texts), dtype=np.int64, count=len(texts))
-    if titles is not None:
-        lengths += np.fromiter((len(title or "") for title in titles), dtype=np.int64, count=len(texts))
-    return np.argsort(-lengths, kind="stable")
-
-
-@contextmanager
-def precision_context(device: torch.device, precision: str | None) -> Iterator[None]:
-    """The numerics of an encoding pass.
-
-    "fp32" (or None): exact. "bf32": fp32 tensors throughout, but CPU matmuls use oneDNN's bf16 math with fp32
-    accumulation (`torch.backends.mkldnn.matmul.fp32_precision`): embeddings within cosine 0.99999 of fp32, faster on
-    CPUs with AVX512-BF16/AMX, unchanged elsewhere. "bf16"/"fp16": autocast (GPUs; bf16 is fastest on such CPUs too,
-    at cosine ~0.9999).
-    """
-    if precision not in (None, *PRECISIONS):
-        raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
-    if precision in _AUTOCAST_DTYPES:
-        with torch.autocast(device_type=device.type, dtype=_AUTOCAST_DTYPES[precision]):
-            yield
-    elif precision == "bf32":
-        if device.type != "cpu":
-            raise ValueError(
-                f"precision 'bf32' is oneDNN's CPU matmul mode; on {device.type} use bf16 or fp16"
-            )
-        matmul = torch.backends.mkldnn.matmul
-        previous, matmul.fp32_precision = matmul.fp32_precision, "bf16"
-        try:
-            yield
-        finally:
-            matmul.fp32_precision = previous
-    else:
-        yield
-
-
-@torch.inference_mode()
-def encode_texts(
-    encoder: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    titles: Sequence[str] | None,
-    texts: Sequence[str],
-    batch_size: int = 64,
-    max_length: int = PASSAGE_MAX_LENGTH,
-    precision: str | None = None,
-    show_progress: bool = True,
-) -> np.ndarray:
-    """Passage embeddings `(len(texts), dim)` float32 in input order, computed in length-sorted batches."""
-    device = encoder.device
-    order = _length_order(titles, texts)
-    embeddings = np.empty((len(texts), encoder.config.embedding_dim), dtype=np.float32)
-    progress = tqdm(total=len(texts), desc="Encoding passages", unit="passage", disable=not show_progress)
-    with precision_context(device, precision):
-        for start in range(0, len(texts), batch_size):
-            rows = order[start : start + batch_size]
-            inputs = format_passages(
-                tokenizer,
-                [titles[i] for i in rows] if titles is not None else None,
-                [texts[i] for i in rows],
-                max_length=max_length,
-            ).to(device)
-            embeddings[rows] = encoder(**inputs).pooler_output.float().cpu().numpy()
-            progress.update(len(rows))
-    progress.close()
-    return embeddings
-
-
-def _embeddings_dataset(embeddings: np.ndarray) -> Dataset:
-    """A one-column dataset of fixed-size float32 lists (what `add_faiss_index` reads), built without copies."""
-    column = pa.FixedSizeListArray.from_arrays(pa.array(embeddings.reshape(-1)), embeddings.shape[1])
-    return Dataset(pa.table({EMBEDDINGS_COLUMN: column}))
-
-
-def _with_embeddings(passages: Dataset, embeddings: np.ndarray) -> Dataset:
-    if EMBEDDINGS_COLUMN in passages.column_names:
-        passages = passages.remove_columns(EMBEDDINGS_COLUMN)
-    return concatenate_datasets([passages, _embeddings_dataset(embeddings)], axis=1)
-
-
-def _passage_columns(passages: Dataset) -> tuple[list[str] | None, list[str]]:
-    if "text" not in passages.column_names:
-        raise ValueError(
-            f"passages need a 'text' column (and optionally 'title'), got {passages.column_names}"
-        )
-    titles = passages["title"] if "title" in passages.column_names else None
-    return (list(titles) if titles is not None else None), list(passages["text"])
-
-
-def encode_passages(
-    encoder: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    passages: Dataset | Sequence[dict],
-    batch_size: int = 64,
-    max_length: int = PASSAGE_MAX_LENGTH,
-    precision: str | None = None,
-    show_progress: bool = True,
-) -> Dataset:
-    """Passages plus an `embeddings` column, in memory and in corpus order (see `encode_corpus` for big corpora).
-
-    Args:
-        precision: None/"fp32", "bf32" (CPU), "bf16" or "fp16": see `precision_context`.
-    """
-    if not isinstance(passages, Dataset):
-        passages = Dataset.from_list(list(passages))
-    titles, texts = _passage_columns(passages)
-    embeddings = encode_texts(
-        encoder, tokenizer, titles, texts, batch_size, max_length, precision, show_progress=show_progress
-    )
-    return _with_embeddings(passages, embeddings)
-
-
-def _atomic_save(dataset: Dataset, path: Path, extra: dict[str, dict] | None = None) -> None:
-    """save_to_disk under a temporary name, plus JSON files, then rename: a folder either exists whole or not."""
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    dataset.save_to_disk(str(tmp))
-    for name, content in (extra or {}).items():
-        (tmp / name).write_text(json.dumps(content, indent=2) + "\n")
-    replace_folder(tmp, path)
-
-
-def encode_corpus(
-    encoder: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    passages: Dataset,
-    output_dir: str | os.PathLike,
-    shard_size: int = 100_000,
-    batch_size: int = 64,
-    max_length: int = PASSAGE_MAX_LENGTH,
-    precision: str | None = None,
-    encoder_name: str | None = None,
-    show_progress: bool = True,
-) -> Dataset:
-    """Encode a corpus of any size to `output_dir` (a `save_to_disk` dataset with an `embeddings` column).
-
-    The corpus is cut into shards of `shard_size` passages; under `accelerate launch` process `i` encodes shards
-    `i, i + n, ...`. Finished shards are saved (atomically) in `<output_dir>.shards/`, so a rerun of an interrupted
-    job encodes only the missing ones; at the end the main process merges them into `output_dir` (written under
-    a temporary name, then renamed) with `encoding.json` (encoder name + fingerprint, read by `PassageIndex`).
-    Memory holds one shard of embeddings and one batch of token tensors at a time.
-    """
-    state = distributed_state()
-    output_dir = Path(output_dir)
-    work_dir = output_dir.with_name(output_dir.name + ".shards")
-    encoder = encoder.to(state.device).eval()
-    fingerprint = encoder_fingerprint(encoder)
-    plan = {
-        "num_passages": len(passages),
-        "shard_size": shard_size,
-        "max_length": max_length,
-        "embedding_dim": encoder.config.embedding_dim,
-        "encoder_name": encoder_name or encoder.name_or_path or None,
-        "encoder_fingerprint": fingerprint,
-    }
-    if (output_dir / ENCODING_FILE).exists():
-        done = json.loads((output_dir / ENCODING_FILE).read_text())
-        if all(done.get(key) == plan[key] for key in ("num_passages", "encoder_fingerprint", "max_length")):
-            logger.info(f"{output_dir} already holds these embeddings; nothing to do")
-            return load_from_disk(str(output_dir))
-        raise FileExistsError(f"{output_dir} holds embeddings of another encoder or corpus; remove it first")
-    if output_dir.is_file() or (output_dir.is_dir() and any(output_dir.iterdir())):
-        raise FileExistsError(
-            f"{output_dir} exists and holds no embeddings (no {ENCODING_FILE}); choose another output"
-        )
-
-    with state.main_process_first():
-        plan_file = work_dir / "plan.json"
-        if plan_file.exists():
-            previous = json.loads(plan_file.read_text())
-            # Everything but the name decides whether finished shards can be reused.
-            changed = sorted(key for key in plan if key != "encoder_name" and previous.get(key) != plan[key])
-            if changed:
-                raise MismatchError(
-                    f"{work_dir} holds shards of an earlier run with other {', '.join(changed)}; "
-                    "delete that folder to start afresh"
-                )
-        elif state.is_main_process:
-            work_dir.mkdir(parents=True, exist_ok=True)
-            plan_file.write_text(json.dumps(plan, indent=2) + "\n")
-
-    num_shards = max(1, -(-len(passages) // shard_size))
-    shard_dirs = [work_dir / f"shard-{k:05d}-of-{num_shards:05d}" for k in range(num_shards)]
-    todo = [
-        k for k in range(state.process_index, num_shards, state.num_processes) if not shard_dirs[k].exists()
-    ]
-    logger.info(f"process {state.process_index}: {len(todo)} shard(s) to encode")
-    for k in todo:
-        shard = passages.select(range(k * shard_size, min((k + 1) * shard_size, len(passages))))
-        titles, texts = _passage_columns(shard)
-        embeddings = encode_texts(
-            encoder,
-            tokenizer,
-            titles,
-            texts,
-            batch_size,
-            max_length,
-            precision,
-            show_progress=show_progress and state.is_local_main_process,
-        )
-        _atomic_save(_with_embeddings(shard, embeddings), shard_dirs[k])
-    state.wait_for_everyone()
-
-    if state.is_main_process:
-        merged = concatenate_datasets([load_from_disk(str(path)) for path in shard_dirs])
-        _atomic_save(merged, output_dir, extra={ENCODING_FILE: plan})
-        shutil.rmtree(work_dir)
-    state.wait_for_everyone()
-    return load_from_disk(str(output_dir))
-
-
-def load_embeddings(path: str | os.PathLike) -> tuple[Dataset, dict]:
-    """An `encode_corpus` folder: the dataset and its `encoding.json` ({} for a plain dataset with embeddings)."""
-    path = Path(path)
-    if not path.is_dir():
-        raise FileNotFoundError(f"no embeddings folder at {path}")
-    dataset = load_from_disk(str(path))
-    if EMBEDDINGS_COLUMN not in dataset.column_names:
-        raise MismatchError(f"{path} has no {EMBEDDINGS_COLUMN!r} column (columns: {dataset.column_names})")
-    info_file = path / ENCODING_FILE
-    return dataset, (json.loads(info_file.read_text()) if info_file.exists() else {})
-
-
-# ---------------------------------------------------------------------------------------------------------- index
 def _unindexed_copy(dataset: Dataset) -> Dataset:
     """The same rows as a new Dataset object with no FAISS index attached (the caller's dataset stays as it was).
 
@@ -598,7 +305,7 @@ class PassageIndex:
                 f"question encoder {name} returns {question_encoder.config.embedding_dim}-dim vectors but the index "
                 f"at {path} holds {manifest['embedding_dim']}-dim passage embeddings"
             )
-        partner = _partner_passage_encoder_dir(question_encoder)
+        partner = partner_passage_encoder_dir(question_encoder)
         if partner is not None:
             PassageIndex._check_fingerprint(path, manifest, pretrained_fingerprint(partner), str(partner))
 

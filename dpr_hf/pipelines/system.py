@@ -2,9 +2,9 @@
 
 Layout: `question_encoder/`, `passage_encoder/` (optional at serving time), `reader/`, `index/` (a `PassageIndex`
 folder), optional `bm25/`, `metrics/` and `training_args/` (what the model cards report), and `config.json`
-(`QASystemConfig`) tying them. `save_pretrained` also copies this module and the flat modules it imports into the
-folder, so `pipeline(model=folder_or_repo, trust_remote_code=True)` works where dpr_hf is not installed: keep this
-file free of imports from dpr_hf packages (single files and relative imports only).
+(`QASystemConfig`) tying them. `save_pretrained` also writes this module and every module it imports, flattened, into
+the folder (`remote_code.py`), so `pipeline(model=folder_or_repo, trust_remote_code=True)` works where dpr_hf is not
+installed: import dpr_hf modules relatively, from the module that defines a name.
 """
 
 from __future__ import annotations
@@ -22,23 +22,21 @@ from huggingface_hub import snapshot_download
 from huggingface_hub.errors import LocalEntryNotFoundError
 from torch import nn
 from transformers import AutoTokenizer, PreTrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
-from transformers.dynamic_module_utils import get_relative_import_files
 from transformers.utils import logging
 
-from .atomic import replace_folder
-from .errors import MismatchError
-from .indexing import PassageIndex
-from .modeling import ExtractiveReader, PassageEncoder, QuestionEncoder
-from .reading import check_reader_tokenizer, read
-from .tokenization import QUESTION_MAX_LENGTH, format_questions
+from ..atomic import replace_folder
+from ..index.passage_index import PassageIndex
+from ..models.errors import MismatchError
+from ..models.modeling import ExtractiveReader, PassageEncoder, QuestionEncoder
+from ..models.tokenization import QUESTION_MAX_LENGTH, format_questions
+from ..reader.decoding import check_reader_tokenizer, read
+from .remote_code import write_remote_code
 
 logger = logging.get_logger(__name__)
 
 FORMAT_VERSION = 1
 RETRIEVERS = ("dense", "hybrid")
 REMOTE_TASK = "open-domain-qa-remote-code"
-# Modules copied into a saved system, with everything they import relatively: the remote-code entry points.
-REMOTE_CODE_MODULES = ("system", "pipeline")
 METRICS = ("retrieval", "reader")
 TRAINING_RUNS = ("retriever", "reader")
 _HUB_KWARGS = ("revision", "token", "cache_dir", "local_files_only", "force_download")
@@ -338,7 +336,7 @@ class QASystem(nn.Module):
             for name, content in files.items():
                 (tmp / folder).mkdir(exist_ok=True)
                 (tmp / folder / f"{name}.json").write_text(json.dumps(content, indent=2) + "\n")
-        _copy_remote_code(tmp)
+        write_remote_code(tmp)
         config.auto_map = {"AutoConfig": "system.QASystemConfig", "AutoModel": "system.QASystem"}
         config.custom_pipelines = {
             REMOTE_TASK: {"impl": "pipeline.OpenDomainQAPipeline", "pt": ["AutoModel"], "type": "text"}
@@ -446,17 +444,3 @@ def _hybrid_retriever(system: QASystem) -> Any:
         raise ImportError("hybrid retrieval needs dpr_hf: pip install dpr-hf") from error
     dense = DenseRetriever(system.question_encoder, system.question_tokenizer, system.index)
     return HybridRetriever(system.bm25, dense, weight=system.config.hybrid_lambda)
-
-
-def _copy_remote_code(folder: Path) -> None:
-    """Copy the remote-code entry modules and every module they import relatively (all flat files)."""
-    here = Path(__file__).parent
-    entry = [here / f"{name}.py" for name in REMOTE_CODE_MODULES]
-    files = set(entry) | {Path(f) for module in entry for f in get_relative_import_files(module)}
-    for file in sorted(files):
-        if not file.exists():
-            raise FileNotFoundError(
-                f"{file.name} is imported by the remote-code modules but is not a flat module next to them: remote "
-                "code can only use single files with relative imports"
-            )
-        shutil.copy(file, folder / file.name)

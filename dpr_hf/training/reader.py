@@ -18,14 +18,14 @@ from accelerate import Accelerator
 from torch import nn
 from transformers import AutoConfig, AutoTokenizer, PreTrainedTokenizerBase
 
-from .configuration import ExtractiveReaderConfig
-from .data.reader import ReaderCollator, load_reader_data, tokenize_reader_data
-from .losses import reader_loss
-from .modeling import ExtractiveReader
-from .reader_evaluation import evaluate_reader
-from .reading import READER_MAX_LENGTH, check_reader_tokenizer
-from .tokenization import tokenizer_fingerprint
-from .training import Trainer, TrainingArguments, TrainingTask, resolve_model_path
+from ..data.reader import ReaderCollator, load_reader_data, tokenize_reader_data
+from ..evaluation.reader import evaluate_reader
+from ..losses import reader_loss
+from ..models.configuration import ExtractiveReaderConfig
+from ..models.modeling import ExtractiveReader
+from ..models.tokenization import READER_MAX_LENGTH, tokenizer_fingerprint
+from ..reader.decoding import check_reader_tokenizer
+from .engine import Trainer, TrainingArguments, TrainingTask, resolve_model_path
 
 
 @dataclass

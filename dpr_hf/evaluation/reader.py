@@ -16,10 +16,11 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from .errors import MismatchError
-from .evaluation import exact_match_score, f1_score
-from .modeling import ExtractiveReader
-from .reading import READER_MAX_LENGTH, check_reader_tokenizer, score_passages
+from ..models.errors import MismatchError
+from ..models.modeling import ExtractiveReader
+from ..models.tokenization import READER_MAX_LENGTH
+from ..reader.decoding import check_reader_tokenizer, score_passages
+from .metrics import exact_match_score, f1_score
 
 logger = logging.getLogger(__name__)
 
@@ -139,7 +140,7 @@ def evaluate_reader_on_results(
     batch_size: int = 32,
 ) -> dict:
     """`dpr-hf evaluate-reader`: read a retrieval-results JSON, write `metrics.json` and `predictions.json`."""
-    from .data.reader import load_reader_data
+    from ..data.reader import load_reader_data
 
     reader, tokenizer = load_reader(model)
     reader.to("cuda" if torch.cuda.is_available() else "cpu")

@@ -11,6 +11,8 @@ from transformers.configuration_utils import SubConfigSpec
 
 POOLINGS = ("cls", "mean")
 ROLES = ("question", "passage")
+DEFAULT_MAX_SEQ_LENGTHS = {"question": 64, "passage": 256}
+READER_MAX_SEQ_LENGTH = 350
 
 
 class DPREncoderConfig(PreTrainedConfig):
@@ -24,6 +26,9 @@ class DPREncoderConfig(PreTrainedConfig):
         normalize: L2-normalise embeddings (off by default: DPR scores with the raw dot product).
         temperature: the temperature the pair was trained with (its logits were `E_Q·E_P / temperature`). Hybrid
             retrieval weighs dense scores on that logit scale, so one fusion weight suits dot and cosine pairs.
+        max_seq_length: tokens the encoder reads (and was trained at); encoding, retrieval and serving use it unless
+            told otherwise. None: the role's default, 64 for questions and 256 for passages (configs saved before
+            this field existed load with those, the lengths they were served at).
     """
 
     model_type = "dpr_hf_encoder"
@@ -35,9 +40,14 @@ class DPREncoderConfig(PreTrainedConfig):
     projection_dim: int = 0
     normalize: bool = False
     temperature: float = 1.0
+    max_seq_length: int | None = None
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
+        if self.max_seq_length is None:
+            self.max_seq_length = DEFAULT_MAX_SEQ_LENGTHS.get(self.role, 256)
+        if self.max_seq_length <= 0:
+            raise ValueError(f"max_seq_length must be > 0, got {self.max_seq_length}")
         if self.role not in ROLES:
             raise ValueError(f"role must be one of {ROLES}, got {self.role!r}")
         if self.pooling not in POOLINGS:
@@ -50,6 +60,11 @@ class DPREncoderConfig(PreTrainedConfig):
     @property
     def hidden_size(self) -> int:
         return self.encoder.hidden_size
+
+    @property
+    def similarity(self) -> str:
+        """How the pair scores: "cosine" when embeddings are normalised, else DPR's "dot" product."""
+        return "cosine" if self.normalize else "dot"
 
     @property
     def embedding_dim(self) -> int:
@@ -79,6 +94,8 @@ class ExtractiveReaderConfig(PreTrainedConfig):
         tokenizer_fingerprint: `dpr_hf.tokenization.tokenizer_fingerprint` of the tokenizer the reader was
             built and trained with, so that reading with another vocabulary is refused; None (readers saved
             before it was recorded, or built without a tokenizer) skips that check.
+        max_seq_length: tokens of one `[CLS] question [SEP] title [SEP] passage` input, as trained; reading uses it
+            unless told otherwise.
     """
 
     model_type = "dpr_hf_reader"
@@ -86,6 +103,7 @@ class ExtractiveReaderConfig(PreTrainedConfig):
 
     encoder: PreTrainedConfig | dict | None = None
     tokenizer_fingerprint: str | None = None
+    max_seq_length: int = READER_MAX_SEQ_LENGTH
 
     @property
     def hidden_size(self) -> int:

@@ -45,7 +45,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 from transformers import HfArgumentParser, get_linear_schedule_with_warmup
 
-from .atomic import replace_folder
+from ..atomic import replace_folder
 
 CHECKPOINT_PREFIX = "step_"
 STATE_FILE = "trainer_state.json"

@@ -2,8 +2,8 @@
 
 `import dpr_hf` registers both tasks, so `pipeline("open-domain-qa", model=folder_or_repo)` loads a whole system
 in one line (`AutoModel` resolves a system folder to `QASystem`). A saved system also carries this module, listed
-under `custom_pipelines`, so `pipeline(model=folder_or_repo, trust_remote_code=True)` works without dpr_hf: keep
-this file free of imports from dpr_hf packages (single files and relative imports only).
+under `custom_pipelines` (flattened by `remote_code.py`), so `pipeline(model=folder_or_repo, trust_remote_code=True)`
+works without dpr_hf: import dpr_hf modules relatively, from the module that defines a name.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 from transformers import Pipeline, PreTrainedModel, PreTrainedTokenizerBase
 
-from .indexing import PassageIndex
+from ..index.passage_index import PassageIndex
 from .system import RETRIEVERS, QASystem
 
 

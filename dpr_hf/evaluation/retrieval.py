@@ -18,9 +18,9 @@ import matplotlib
 from datasets import Dataset
 from tqdm.auto import tqdm
 
-from .errors import DPRDataError
-from .evaluation import answer_hits, gold_recall, mrr_at_k, ndcg_at_k, top_k_accuracy, top_k_curve
-from .retrieval.hybrid import Retriever
+from ..models.errors import DPRDataError
+from ..retrieval.hybrid import Retriever
+from .metrics import answer_hits, gold_recall, mrr_at_k, ndcg_at_k, top_k_accuracy, top_k_curve
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)

@@ -1,4 +1,4 @@
-"""Reader inputs and span decoding.
+"""Reader span decoding and answer ranking.
 
 Every pair is `[CLS] question [SEP] title [SEP] passage [SEP]` (token types all zero, as in the original DPR reader).
 Answers may only lie in the passage text: which tokens those are comes from the fast tokenizer's sequence ids and
@@ -13,82 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
-from transformers import BatchEncoding, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .errors import MismatchError
-from .tokenization import QUESTION_MAX_LENGTH, tokenizer_fingerprint
-
-READER_MAX_LENGTH = 350
-
-
-def encode_reader_inputs(
-    tokenizer: PreTrainedTokenizerBase,
-    questions: Sequence[str],
-    titles: Sequence[str | None],
-    texts: Sequence[str],
-    max_length: int = READER_MAX_LENGTH,
-) -> BatchEncoding:
-    """Tokenise (question, passage) pairs for `ExtractiveReader`, without padding (lists, one row per pair).
-
-    Besides `input_ids` and `attention_mask`, each row has `span_mask` (1 on passage-text tokens, the only
-    tokens an answer may start or end on) and `text_offsets` (character offsets of each token in the passage
-    text; (0, 0) elsewhere). Only the passage is truncated to `max_length`. `word_ids(i)` stays available.
-    """
-    if not tokenizer.is_fast:
-        raise ValueError(
-            "the reader needs a fast tokenizer (offset mappings locate answers in the passage text)"
-        )
-    if not len(questions) == len(titles) == len(texts):
-        raise ValueError(
-            f"got {len(questions)} questions, {len(titles)} titles and {len(texts)} passage texts"
-        )
-    questions = _truncate_questions(tokenizer, questions, min(QUESTION_MAX_LENGTH, max_length // 2))
-    # The second segment is "title [SEP] text": the tokenizer's own pair template adds [CLS]/[SEP] around it, and
-    # the text starts at a known character position, which tells title tokens from text tokens.
-    separator = f" {tokenizer.sep_token} "
-    titles = [title or "" for title in titles]
-    seconds = [f"{title}{separator}{text}" for title, text in zip(titles, texts, strict=True)]
-    encoded = tokenizer(
-        list(questions),
-        seconds,
-        max_length=max_length,
-        truncation="only_second",
-        return_offsets_mapping=True,
-        return_token_type_ids=False,
-    )
-    span_masks, text_offsets = [], []
-    for row, (title, offsets) in enumerate(zip(titles, encoded["offset_mapping"], strict=True)):
-        text_start = len(title) + len(separator)
-        sequence_ids = encoded.sequence_ids(row)
-        mask, row_offsets = [], []
-        for sequence_id, (start, end) in zip(sequence_ids, offsets, strict=True):
-            in_text = sequence_id == 1 and start >= text_start and end > start
-            mask.append(int(in_text))
-            row_offsets.append((start - text_start, end - text_start) if in_text else (0, 0))
-        span_masks.append(mask)
-        text_offsets.append(row_offsets)
-    del encoded["offset_mapping"]
-    encoded["span_mask"] = span_masks
-    encoded["text_offsets"] = text_offsets
-    return encoded
-
-
-def _truncate_questions(
-    tokenizer: PreTrainedTokenizerBase, questions: Sequence[str], max_tokens: int
-) -> list[str]:
-    """Cut each question after its first `max_tokens` tokens, as the question encoder reads no more either: a
-    question longer than the reader's input would leave no room for the passage (the tokenizer then fails)."""
-    offsets = tokenizer(
-        list(questions),
-        add_special_tokens=False,
-        truncation=True,
-        max_length=max_tokens + 1,  # one more tells a question that was cut from one that just fits
-        return_offsets_mapping=True,
-    )["offset_mapping"]
-    return [
-        question if len(spans) <= max_tokens else question[: spans[max_tokens - 1][1]]
-        for question, spans in zip(questions, offsets, strict=True)
-    ]
+from ..models.errors import MismatchError
+from ..models.tokenization import READER_MAX_LENGTH, encode_reader_inputs, tokenizer_fingerprint
 
 
 def best_spans(

@@ -20,11 +20,11 @@ from accelerate import Accelerator
 from torch import nn
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from .data.collators import RetrieverCollator, _passage_key
-from .losses import in_batch_nll_loss, similarity_scores
-from .modeling import DPREncoder, PassageEncoder, QuestionEncoder
-from .tokenization import format_passages, format_questions
-from .training import Trainer, TrainingArguments, TrainingTask, resolve_model_path
+from ..data.collators import RetrieverCollator, _passage_key
+from ..losses import in_batch_nll_loss, similarity_scores
+from ..models.modeling import DPREncoder, PassageEncoder, QuestionEncoder
+from ..models.tokenization import format_passages, format_questions
+from .engine import Trainer, TrainingArguments, TrainingTask, resolve_model_path
 
 
 @dataclass
@@ -319,7 +319,7 @@ def _subset(dataset, size: int, seed: int):
 
 def train_retriever(args: RetrieverArguments, training_args: TrainingArguments) -> dict[str, Any]:
     """Train an encoder pair as configured; returns the final metrics (also in OUT/metrics.json)."""
-    from .data import load_retriever_data
+    from ..data import load_retriever_data
 
     if not args.train_file:
         raise ValueError("train_file is required")

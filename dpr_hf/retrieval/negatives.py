@@ -13,10 +13,10 @@ from typing import Any, Protocol
 import datasets
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .data import RETRIEVER_FEATURES
-from .evaluation import has_answer
-from .retrieval.bm25 import BM25Retriever
-from .retrieval.dense import DenseRetriever
+from ..data import RETRIEVER_FEATURES
+from ..evaluation.metrics import has_answer
+from .bm25 import BM25Retriever
+from .dense import DenseRetriever
 
 
 class Retriever(Protocol):
@@ -114,7 +114,7 @@ def mine_dense_negatives(
     depth: int = 100,
     **kwargs: Any,
 ) -> datasets.Dataset:
-    """Hard negatives from a trained dense retriever: `index` is a `dpr_hf.indexing.PassageIndex` encoded by the
+    """Hard negatives from a trained dense retriever: `index` is a `dpr_hf.index.PassageIndex` encoded by the
     passage encoder that was trained with `question_encoder` (checked by `DenseRetriever`)."""
     retriever = DenseRetriever(question_encoder, tokenizer, index)
     return mine_hard_negatives(data, retriever, num_negatives=num_negatives, depth=depth, **kwargs)
