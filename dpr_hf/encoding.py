@@ -252,18 +252,11 @@ def encode_corpus(
     logger.info(f"process {state.process_index}: {len(todo)} shard(s) to encode")
     for k in todo:
         shard = passages.select(range(k * shard_size, min((k + 1) * shard_size, len(passages))))
-        titles, texts = _passage_columns(shard)
-        embeddings = encode(
-            encoder,
-            tokenizer,
-            texts,
-            titles,
-            batch_size=batch_size,
-            max_length=max_length,
-            precision=precision,
-            show_progress=show_progress and state.is_local_main_process,
+        show = show_progress and state.is_local_main_process
+        encoded = encode_passages(
+            encoder, tokenizer, shard, batch_size, max_length, precision, show_progress=show
         )
-        _atomic_save(_with_embeddings(shard, embeddings), shard_dirs[k])
+        _atomic_save(encoded, shard_dirs[k])
     state.wait_for_everyone()
 
     if state.is_main_process:
