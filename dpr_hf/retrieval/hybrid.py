@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+
+from .base import Retriever
 
 FUSIONS = ("linear", "rrf")
-
-
-class Retriever(Protocol):
-    def search(self, questions: Sequence[str], k: int) -> list[list[dict]]: ...
 
 
 def _ranked(scores: dict[str, float], passages: dict[str, dict], k: int) -> list[dict]:
