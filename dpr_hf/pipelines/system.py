@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,7 +23,7 @@ from torch import nn
 from transformers import AutoTokenizer, PreTrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging
 
-from ..atomic import replace_folder
+from ..atomic import staged_folder
 from ..index.passage_index import PassageIndex
 from ..models.errors import MismatchError
 from ..models.modeling import ExtractiveReader, PassageEncoder, QuestionEncoder
@@ -316,33 +315,29 @@ class QASystem(nn.Module):
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> None:
         """Write the system folder atomically: everything goes to a temporary sibling renamed at the end."""
-        path = Path(save_directory)
-        tmp = path.with_name(f".{path.name}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
         config = self.config
-        for name, model, tokenizer in (
-            (config.question_encoder, self.question_encoder, self.question_tokenizer),
-            (config.passage_encoder, self.passage_encoder, self.passage_tokenizer),
-            (config.reader, self.reader, self.reader_tokenizer),
-        ):
-            if model is not None:
-                model.save_pretrained(tmp / name)
-                tokenizer.save_pretrained(tmp / name)
-        self.index.save(tmp / config.index)
-        if self.bm25 is not None:
-            self.bm25.save(tmp / config.bm25)
-        for folder, files in (("metrics", self.metrics), ("training_args", self.training_args)):
-            for name, content in files.items():
-                (tmp / folder).mkdir(exist_ok=True)
-                (tmp / folder / f"{name}.json").write_text(json.dumps(content, indent=2) + "\n")
-        write_remote_code(tmp)
-        config.auto_map = {"AutoConfig": "system.QASystemConfig", "AutoModel": "system.QASystem"}
-        config.custom_pipelines = {
-            REMOTE_TASK: {"impl": "pipeline.OpenDomainQAPipeline", "pt": ["AutoModel"], "type": "text"}
-        }
-        config.save_pretrained(tmp)  # config.json last: a folder without it is an unfinished save
-        replace_folder(tmp, path)
+        with staged_folder(save_directory) as tmp:
+            for name, model, tokenizer in (
+                (config.question_encoder, self.question_encoder, self.question_tokenizer),
+                (config.passage_encoder, self.passage_encoder, self.passage_tokenizer),
+                (config.reader, self.reader, self.reader_tokenizer),
+            ):
+                if model is not None:
+                    model.save_pretrained(tmp / name)
+                    tokenizer.save_pretrained(tmp / name)
+            self.index.save(tmp / config.index)
+            if self.bm25 is not None:
+                self.bm25.save(tmp / config.bm25)
+            for folder, files in (("metrics", self.metrics), ("training_args", self.training_args)):
+                for name, content in files.items():
+                    (tmp / folder).mkdir(exist_ok=True)
+                    (tmp / folder / f"{name}.json").write_text(json.dumps(content, indent=2) + "\n")
+            write_remote_code(tmp)
+            config.auto_map = {"AutoConfig": "system.QASystemConfig", "AutoModel": "system.QASystem"}
+            config.custom_pipelines = {
+                REMOTE_TASK: {"impl": "pipeline.OpenDomainQAPipeline", "pt": ["AutoModel"], "type": "text"}
+            }
+            config.save_pretrained(tmp)  # config.json last: a folder without it is an unfinished save
 
     def push_to_hub(self, repo_id: str, **kwargs) -> dict[str, str]:
         """Save the system to a temporary folder and upload it with its model cards (see `dpr_hf.hub.push_system`)."""
