@@ -23,7 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--output", required=True, help="output folder (datasets save_to_disk + encoding.json)"
     )
     parser.add_argument("--batch-size", type=int, default=64, help="passages per forward pass (64)")
-    parser.add_argument("--max-length", type=int, default=256, help="passage tokens kept (256)")
+    parser.add_argument(
+        "--max-length", type=int, help="passage tokens kept (default: the encoder's trained length)"
+    )
     parser.add_argument(
         "--shard-size", type=int, default=100_000, help="passages per resumable shard (100000)"
     )

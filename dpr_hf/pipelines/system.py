@@ -24,10 +24,10 @@ from transformers import AutoTokenizer, PreTrainedConfig, PreTrainedModel, PreTr
 from transformers.utils import logging
 
 from ..atomic import staged_folder
+from ..encoding import encode
 from ..index.passage_index import PassageIndex
 from ..models.errors import MismatchError
 from ..models.modeling import ExtractiveReader, PassageEncoder, QuestionEncoder
-from ..models.tokenization import QUESTION_MAX_LENGTH, format_questions
 from ..reader.decoding import check_reader_tokenizer, read
 from .remote_code import write_remote_code
 
@@ -352,16 +352,12 @@ class QASystem(nn.Module):
             self.save_pretrained(folder)
             return push_system(folder, repo_id, **kwargs)
 
-    @torch.inference_mode()
     def encode_questions(self, questions: Sequence[str], batch_size: int = 64) -> torch.Tensor:
-        """E_Q(q) for each question, `(len(questions), embedding_dim)` float32 on CPU."""
-        vectors = []
-        for begin in range(0, len(questions), batch_size):
-            batch = format_questions(
-                self.question_tokenizer, questions[begin : begin + batch_size], max_length=QUESTION_MAX_LENGTH
-            ).to(self.device)
-            vectors.append(self.question_encoder(**batch).pooler_output.float().cpu())
-        return torch.cat(vectors)
+        """E_Q(q) for each question, `(len(questions), embedding_dim)` float32 on CPU, read at the question
+        encoder's trained length."""
+        return torch.from_numpy(
+            encode(self.question_encoder, self.question_tokenizer, list(questions), batch_size=batch_size)
+        )
 
     def retrieve(
         self, questions: Sequence[str], k: int | None = None, retriever: str | None = None

@@ -16,7 +16,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..models.errors import MismatchError
-from ..models.tokenization import READER_MAX_LENGTH, encode_reader_inputs, tokenizer_fingerprint
+from ..models.tokenization import encode_reader_inputs, tokenizer_fingerprint
 
 
 def best_spans(
@@ -111,13 +111,14 @@ def score_passages(
     passages: Sequence[Sequence[dict]],
     max_answer_length: int = 10,
     num_spans: int = 1,
-    max_length: int = READER_MAX_LENGTH,
+    max_length: int | None = None,
     batch_size: int = 32,
 ) -> list[list[PassageReading]]:
     """Run the reader over every (question, passage) pair; results keep the input passage order.
 
     Each span dict is `{"answer", "score", "start", "end"}` with character offsets into the passage text.
-    Pairs are batched by length to spend little compute on padding.
+    Pairs are batched by length to spend little compute on padding, and read at the reader's trained
+    `config.max_seq_length` tokens unless `max_length` says otherwise.
     """
     if len(questions) != len(passages):
         raise ValueError(f"got {len(questions)} questions but passage lists for {len(passages)}")
@@ -128,7 +129,7 @@ def score_passages(
         [questions[q] for q, _ in pairs],
         [passages[q][p].get("title") for q, p in pairs],
         [passages[q][p]["text"] for q, p in pairs],
-        max_length=max_length,
+        max_length=max_length or reader.config.max_seq_length,
     )
     readings: list[list[PassageReading | None]] = [[None] * len(p) for p in passages]
     order = sorted(range(len(pairs)), key=lambda i: len(encoded["input_ids"][i]))
@@ -190,7 +191,7 @@ def read(
     passages: Sequence[Sequence[dict]],
     max_answer_length: int = 10,
     top_k: int = 1,
-    max_length: int = READER_MAX_LENGTH,
+    max_length: int | None = None,
     batch_size: int = 32,
     num_spans: int = 1,
 ) -> list[list[dict]]:
