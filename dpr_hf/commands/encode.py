@@ -38,28 +38,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from transformers import AutoTokenizer
-
     from ..data import load_passages
     from ..encoding import distributed_state, encode_corpus
-    from ..models.modeling import PassageEncoder
-    from ..models.pair import encoder_dir
+    from ..models.pair import EncoderPair
 
-    path = encoder_dir(args.passage_encoder, "passage")
     state = distributed_state()
     with state.main_process_first():  # one process builds the datasets cache, the others reuse it
         passages = load_passages(args.passages, split=args.split)
-    encoder = PassageEncoder.from_pretrained(path)
+    pair = EncoderPair.from_pretrained(args.passage_encoder, roles=("passage",))
     embeddings = encode_corpus(
-        encoder,
-        AutoTokenizer.from_pretrained(path),
+        pair.passage_encoder,
+        pair.passage_tokenizer,
         passages,
         args.output,
         shard_size=args.shard_size,
         batch_size=args.batch_size,
         max_length=args.max_length,
         precision=args.precision,
-        encoder_name=str(path),
     )
     if state.is_main_process:
         print(f"encoded {len(embeddings)} passages into {args.output}")
