@@ -6,13 +6,12 @@ import os
 from collections.abc import Sequence
 
 import numpy as np
-from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..encoding import encode
 from ..index.passage_index import PassageIndex
 from ..models.errors import MismatchError
-from ..models.modeling import QuestionEncoder
-from ..models.pair import encoder_dir
+from ..models.pair import EncoderPair
 
 
 class DenseRetriever:
@@ -53,10 +52,9 @@ class DenseRetriever:
         cls, model_dir: str | os.PathLike, index_dir: str | os.PathLike, **kwargs
     ) -> DenseRetriever:
         """Question encoder from a pair/system/encoder folder plus a saved index, checked to belong together."""
-        path = encoder_dir(model_dir, "question")
-        question_encoder = QuestionEncoder.from_pretrained(path)
-        index = PassageIndex.load(index_dir, question_encoder=question_encoder)
-        return cls(question_encoder, AutoTokenizer.from_pretrained(path), index, **kwargs)
+        pair = EncoderPair.from_pretrained(model_dir, roles=("question",))
+        index = PassageIndex.load(index_dir, question_encoder=pair.question_encoder)
+        return cls(pair.question_encoder, pair.question_tokenizer, index, **kwargs)
 
     @property
     def temperature(self) -> float:
@@ -74,7 +72,16 @@ class DenseRetriever:
             precision=self.precision,
         )
 
-    def search(self, questions: Sequence[str], k: int = 100) -> list[list[dict]]:
-        """Top-k passages per question, best first: `{id, title, text, score}` dicts."""
+    def search(
+        self, questions: Sequence[str], k: int = 100, question_vectors: np.ndarray | None = None
+    ) -> list[list[dict]]:
+        """Top-k passages per question, best first: `{id, title, text, score}` dicts.
+
+        `question_vectors`: the questions already encoded by this encoder (a pipeline's forward pass).
+        """
         questions = list(questions)
-        return self.index.search(self.encode_questions(questions), k) if questions else []
+        if not questions:
+            return []
+        return self.index.search(
+            self.encode_questions(questions) if question_vectors is None else question_vectors, k
+        )
