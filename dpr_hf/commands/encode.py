@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from . import add_precision_argument
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -29,12 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--shard-size", type=int, default=100_000, help="passages per resumable shard (100000)"
     )
-    parser.add_argument(
-        "--precision",
-        choices=("fp32", "bf32", "bf16", "fp16"),
-        default="fp32",
-        help="fp32; bf32 (CPU bf16 matmul math); bf16/fp16 autocast",
-    )
+    add_precision_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:

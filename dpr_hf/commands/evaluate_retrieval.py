@@ -12,6 +12,8 @@ import argparse
 import json
 from pathlib import Path
 
+from . import add_precision_argument
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--retriever", choices=("dense", "bm25", "hybrid"), required=True)
@@ -39,12 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--batch-size", type=int, default=128, help="questions/passages encoded at once (128)"
     )
-    parser.add_argument(
-        "--precision",
-        choices=("fp32", "bf32", "bf16", "fp16"),
-        default="fp32",
-        help="fp32; bf32 (CPU bf16 matmul math); bf16/fp16 autocast",
-    )
+    add_precision_argument(parser)
 
 
 def _bm25(args: argparse.Namespace):
