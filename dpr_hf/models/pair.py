@@ -69,6 +69,18 @@ class EncoderPair:
             f"{path} holds no {role} encoder (neither {ENCODER_DIRS[role]}/config.json nor config.json)"
         )
 
+    @classmethod
+    def roles_in(cls, path: str | os.PathLike) -> list[str]:
+        """The roles whose encoder a folder holds (`encoder_dir` finds them)."""
+        found = []
+        for role in ROLES:
+            try:
+                cls.encoder_dir(path, role)
+            except FileNotFoundError:
+                continue
+            found.append(role)
+        return found
+
     @staticmethod
     def partner_dir(question_encoder: PreTrainedModel) -> Path | None:
         """The passage encoder folder beside a question encoder loaded from a pair or system folder, if any."""
@@ -85,7 +97,7 @@ class EncoderPair:
         `model_kwargs` (`dtype`, `device_map`, ...) go to each model's `from_pretrained`.
         """
         if roles is None:
-            roles = [role for role in ROLES if _has_role(path, role)]
+            roles = cls.roles_in(path)
             if not roles:
                 cls.encoder_dir(path, ROLES[0])  # raises the error that says what is missing
         pair = cls()
