@@ -23,10 +23,9 @@ from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 from transformers import AutoTokenizer
 
 from dpr_hf.data import load_passages, load_questions
-from dpr_hf.encoding import encode_passages
+from dpr_hf.encoding import encode, encode_passages
 from dpr_hf.evaluation.metrics import has_answer
 from dpr_hf.models.modeling import PassageEncoder, QuestionEncoder
-from dpr_hf.models.tokenization import format_questions
 
 warnings.filterwarnings("ignore", message=".*quantiz.*deprecated.*")
 
@@ -83,10 +82,7 @@ def main() -> None:
     )
     flops = forward_flops(lengths, encoder.config.encoder)
     question_encoder = QuestionEncoder.from_backbone(base, pooling="mean").eval()
-    with torch.inference_mode():
-        question_vectors = question_encoder(
-            **format_questions(tokenizer, questions["question"])
-        ).pooler_output.numpy()
+    question_vectors = encode(question_encoder, tokenizer, questions["question"], batch_size=args.batch_size)
 
     st_model = SentenceTransformer(base, device="cpu")
     st_model.max_seq_length = args.max_length

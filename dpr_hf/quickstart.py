@@ -73,17 +73,20 @@ def _write_base_pair(path: Path) -> None:
     from transformers import AutoTokenizer
 
     from .models.modeling import PassageEncoder, QuestionEncoder
+    from .models.pair import EncoderPair
     from .training.engine import resolve_model_path
 
-    if (path / "passage_encoder" / "config.json").exists():
+    if EncoderPair.roles_in(path) == ["question", "passage"]:
         return
     base = resolve_model_path("minilm")
     tokenizer = AutoTokenizer.from_pretrained(base)
-    for name, model_class in (("question_encoder", QuestionEncoder), ("passage_encoder", PassageEncoder)):
-        model_class.from_backbone(base, pooling="mean", normalize=True, temperature=0.05).save_pretrained(
-            path / name
-        )
-        tokenizer.save_pretrained(path / name)
+    options = {"pooling": "mean", "normalize": True, "temperature": 0.05}
+    EncoderPair(
+        QuestionEncoder.from_backbone(base, **options),
+        PassageEncoder.from_backbone(base, **options),
+        tokenizer,
+        tokenizer,
+    ).save_pretrained(path)
 
 
 def _print_retrieval_table(evaluations: dict[str, Path]) -> dict[str, dict]:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from . import add_precision_argument
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -23,41 +25,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--output", required=True, help="output folder (datasets save_to_disk + encoding.json)"
     )
     parser.add_argument("--batch-size", type=int, default=64, help="passages per forward pass (64)")
-    parser.add_argument("--max-length", type=int, default=256, help="passage tokens kept (256)")
+    parser.add_argument(
+        "--max-length", type=int, help="passage tokens kept (default: the encoder's trained length)"
+    )
     parser.add_argument(
         "--shard-size", type=int, default=100_000, help="passages per resumable shard (100000)"
     )
-    parser.add_argument(
-        "--precision",
-        choices=("fp32", "bf32", "bf16", "fp16"),
-        default="fp32",
-        help="fp32; bf32 (CPU bf16 matmul math); bf16/fp16 autocast",
-    )
+    add_precision_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from transformers import AutoTokenizer
-
     from ..data import load_passages
     from ..encoding import distributed_state, encode_corpus
-    from ..models.modeling import PassageEncoder
-    from ..models.pair import encoder_dir
+    from ..models.pair import EncoderPair
 
-    path = encoder_dir(args.passage_encoder, "passage")
     state = distributed_state()
     with state.main_process_first():  # one process builds the datasets cache, the others reuse it
         passages = load_passages(args.passages, split=args.split)
-    encoder = PassageEncoder.from_pretrained(path)
+    pair = EncoderPair.from_pretrained(args.passage_encoder, roles=("passage",))
     embeddings = encode_corpus(
-        encoder,
-        AutoTokenizer.from_pretrained(path),
+        pair.passage_encoder,
+        pair.passage_tokenizer,
         passages,
         args.output,
         shard_size=args.shard_size,
         batch_size=args.batch_size,
         max_length=args.max_length,
         precision=args.precision,
-        encoder_name=str(path),
     )
     if state.is_main_process:
         print(f"encoded {len(embeddings)} passages into {args.output}")

@@ -32,7 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--top-n", type=_thresholds, default=[1, 5, 20, 50], help="passage thresholds (1,5,20,50)"
     )
     parser.add_argument("--max-answer-length", type=int, default=10, help="longest answer in tokens (10)")
-    parser.add_argument("--max-length", type=int, default=350, help="tokens per question+passage (350)")
+    parser.add_argument(
+        "--max-length", type=int, help="tokens per question+passage (default: the reader's trained length)"
+    )
     parser.add_argument("--batch-size", type=int, default=32, help="question-passage pairs per forward pass")
 
 

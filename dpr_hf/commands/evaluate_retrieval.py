@@ -12,6 +12,8 @@ import argparse
 import json
 from pathlib import Path
 
+from . import add_precision_argument
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--retriever", choices=("dense", "bm25", "hybrid"), required=True)
@@ -39,59 +41,52 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--batch-size", type=int, default=128, help="questions/passages encoded at once (128)"
     )
-    parser.add_argument(
-        "--precision",
-        choices=("fp32", "bf32", "bf16", "fp16"),
-        default="fp32",
-        help="fp32; bf32 (CPU bf16 matmul math); bf16/fp16 autocast",
-    )
-
-
-def _index_dir(path: Path) -> Path:
-    return path / "index" if (path / "index" / "manifest.json").is_file() else path
+    add_precision_argument(parser)
 
 
 def _bm25(args: argparse.Namespace):
     from datasets import load_from_disk
 
     from ..data import load_passages
+    from ..index.passage_index import PASSAGES_DIR
+    from ..pipelines.system import QASystem
     from ..retrieval.bm25 import CONFIG_NAME, BM25Retriever
 
     if args.passages:
         return BM25Retriever.from_passages(load_passages(args.passages))
     folder = Path(args.index)
-    for candidate in (folder, folder / "bm25"):
-        if (candidate / CONFIG_NAME).is_file():
-            return BM25Retriever.load(candidate)
-    passages = folder / "index" / "passages" if (folder / "index").is_dir() else folder / "passages"
+    bm25 = QASystem.part_dir(folder, "bm25") or folder
+    if (bm25 / CONFIG_NAME).is_file():
+        return BM25Retriever.load(bm25)
+    passages = (QASystem.part_dir(folder, "index") or folder) / PASSAGES_DIR
     if not passages.is_dir():
-        raise FileNotFoundError(f"{folder} holds neither a BM25 index nor a PassageIndex with passages/")
+        raise FileNotFoundError(
+            f"{folder} holds neither a BM25 index nor a PassageIndex with {PASSAGES_DIR}/"
+        )
     return BM25Retriever.from_passages(load_from_disk(str(passages)))
 
 
 def _dense(args: argparse.Namespace):
-    from transformers import AutoTokenizer
-
     from ..data import load_passages
     from ..encoding import encode_passages
     from ..index.passage_index import PassageIndex
     from ..models.fingerprints import encoder_fingerprint
-    from ..models.modeling import PassageEncoder, QuestionEncoder
-    from ..models.pair import encoder_dir
+    from ..models.pair import EncoderPair
+    from ..pipelines.system import QASystem
     from ..retrieval.dense import DenseRetriever
 
     if not args.model:
         raise FileNotFoundError(f"--retriever {args.retriever} needs --model (a pair or system folder)")
-    question_dir = encoder_dir(args.model, "question")
-    question_encoder = QuestionEncoder.from_pretrained(question_dir)
+    pair = EncoderPair.from_pretrained(
+        args.model, roles=("question",) if args.index else ("question", "passage")
+    )
     if args.index:
-        index = PassageIndex.load(_index_dir(Path(args.index)), question_encoder=question_encoder)
+        index_dir = QASystem.part_dir(args.index, "index") or Path(args.index)
+        index = PassageIndex.load(index_dir, question_encoder=pair.question_encoder)
     else:
-        passage_dir = encoder_dir(args.model, "passage")
-        passage_encoder = PassageEncoder.from_pretrained(passage_dir)
         embedded = encode_passages(
-            passage_encoder,
-            AutoTokenizer.from_pretrained(passage_dir),
+            pair.passage_encoder,
+            pair.passage_tokenizer,
             load_passages(args.passages),
             batch_size=args.batch_size,
             precision=args.precision,
@@ -99,12 +94,15 @@ def _dense(args: argparse.Namespace):
         index = PassageIndex.build(
             embedded,
             factory=args.factory,
-            encoder_name=str(passage_dir),
-            encoder_fingerprint=encoder_fingerprint(passage_encoder),
+            encoder_name=pair.passage_encoder.name_or_path,
+            encoder_fingerprint=encoder_fingerprint(pair.passage_encoder),
         )
-    tokenizer = AutoTokenizer.from_pretrained(question_dir)
     return DenseRetriever(
-        question_encoder, tokenizer, index, batch_size=args.batch_size, precision=args.precision
+        pair.question_encoder,
+        pair.question_tokenizer,
+        index,
+        batch_size=args.batch_size,
+        precision=args.precision,
     )
 
 

@@ -41,41 +41,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _bm25_retriever(args: argparse.Namespace):
     from ..data import load_passages
+    from ..pipelines.system import QASystem
     from ..retrieval.bm25 import CONFIG_NAME, BM25Retriever
 
     if args.passages:
         return BM25Retriever.from_passages(load_passages(args.passages))
     folder = Path(args.index)
-    if not (folder / CONFIG_NAME).is_file() and (folder / "bm25" / CONFIG_NAME).is_file():
-        folder = folder / "bm25"
+    if not (folder / CONFIG_NAME).is_file():
+        folder = QASystem.part_dir(folder, "bm25") or folder  # a system folder, or one laid out like it
     return BM25Retriever.load(folder)
 
 
 def _dense_retriever(args: argparse.Namespace):
-    from transformers import AutoTokenizer
-
     from ..data import load_passages
     from ..encoding import encode_passages
     from ..index.passage_index import PassageIndex
-    from ..models.modeling import PassageEncoder, QuestionEncoder
-    from ..models.pair import encoder_dir
+    from ..models.pair import EncoderPair
+    from ..pipelines.system import QASystem
     from ..retrieval.dense import DenseRetriever
 
     if not args.model:
         raise FileNotFoundError("--method dense needs --model (a pair or system folder)")
     if args.index:
-        return DenseRetriever.from_pretrained(args.model, args.index)
-    passage_dir = encoder_dir(args.model, "passage")
-    encoded = encode_passages(
-        PassageEncoder.from_pretrained(passage_dir),
-        AutoTokenizer.from_pretrained(passage_dir),
-        load_passages(args.passages),
+        index_dir = QASystem.part_dir(args.index, "index") or args.index
+        return DenseRetriever.from_pretrained(args.model, index_dir)
+    pair = EncoderPair.from_pretrained(args.model)
+    if pair.passage_encoder is None or pair.question_encoder is None:
+        raise FileNotFoundError(f"--model {args.model} must hold both encoders to index --passages")
+    index = PassageIndex.build(
+        encode_passages(pair.passage_encoder, pair.passage_tokenizer, load_passages(args.passages))
     )
-    index = PassageIndex.build(encoded)
-    question_dir = encoder_dir(args.model, "question")
-    return DenseRetriever(
-        QuestionEncoder.from_pretrained(question_dir), AutoTokenizer.from_pretrained(question_dir), index
-    )
+    return DenseRetriever(pair.question_encoder, pair.question_tokenizer, index)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -18,7 +18,6 @@ from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTo
 
 from ..models.errors import MismatchError
 from ..models.modeling import ExtractiveReader
-from ..models.tokenization import READER_MAX_LENGTH
 from ..reader.decoding import check_reader_tokenizer, score_passages
 from .metrics import exact_match_score, f1_score
 
@@ -33,7 +32,7 @@ def evaluate_reader(
     examples: Sequence[dict],
     top_n: Sequence[int] = DEFAULT_TOP_N,
     max_answer_length: int = 10,
-    max_length: int = READER_MAX_LENGTH,
+    max_length: int | None = None,
     batch_size: int = 32,
     questions_per_step: int = 16,
     show_progress: bool = True,
@@ -136,7 +135,7 @@ def evaluate_reader_on_results(
     output_dir: str | os.PathLike,
     top_n: Sequence[int] = DEFAULT_TOP_N,
     max_answer_length: int = 10,
-    max_length: int = READER_MAX_LENGTH,
+    max_length: int | None = None,
     batch_size: int = 32,
 ) -> dict:
     """`dpr-hf evaluate-reader`: read a retrieval-results JSON, write `metrics.json` and `predictions.json`."""

@@ -19,7 +19,7 @@ from datasets import Dataset
 from tqdm.auto import tqdm
 
 from ..models.errors import DPRDataError
-from ..retrieval.hybrid import Retriever
+from ..retrieval.base import Retriever
 from .metrics import answer_hits, gold_recall, mrr_at_k, ndcg_at_k, top_k_accuracy, top_k_curve
 
 matplotlib.use("Agg")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from datasets import Dataset, load_from_disk
 from transformers import PreTrainedModel
 from transformers.utils import logging
 
-from ..atomic import replace_folder
+from ..atomic import staged_folder
 from ..encoding import EMBEDDINGS_COLUMN, load_embeddings
 from ..models.errors import MismatchError
 from ..models.fingerprints import encoder_fingerprint, pretrained_fingerprint
@@ -233,14 +232,11 @@ class PassageIndex:
     def save(self, path: str | os.PathLike) -> None:
         """Write `passages/`, `index.faiss`, then `manifest.json`, in a temporary folder renamed at the end."""
         path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        # datasets refuses save_to_disk on a dataset with an index attached: save a copy without it.
-        _unindexed_copy(self.dataset).save_to_disk(str(tmp / PASSAGES_DIR))
-        self.dataset.save_faiss_index(EMBEDDINGS_COLUMN, str(tmp / INDEX_FILE))
-        (tmp / MANIFEST_FILE).write_text(json.dumps(self.manifest, indent=2) + "\n")
-        replace_folder(tmp, path)
+        with staged_folder(path, staging=path.with_name(path.name + ".tmp")) as tmp:
+            # datasets refuses save_to_disk on a dataset with an index attached: save a copy without it.
+            _unindexed_copy(self.dataset).save_to_disk(str(tmp / PASSAGES_DIR))
+            self.dataset.save_faiss_index(EMBEDDINGS_COLUMN, str(tmp / INDEX_FILE))
+            (tmp / MANIFEST_FILE).write_text(json.dumps(self.manifest, indent=2) + "\n")
 
     @classmethod
     def load(

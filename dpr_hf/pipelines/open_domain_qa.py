@@ -4,6 +4,10 @@
 in one line (`AutoModel` resolves a system folder to `QASystem`). A saved system also carries this module, listed
 under `custom_pipelines` (flattened by `remote_code.py`), so `pipeline(model=folder_or_repo, trust_remote_code=True)`
 works without dpr_hf: import dpr_hf modules relatively, from the module that defines a name.
+
+As transformers' pipelines: `preprocess` tokenises the question (at the question encoder's trained length),
+`_forward` runs the models (question encoder, index search, reader; the reader's inputs are tokenised there, as
+they are the passages just retrieved), `postprocess` decodes answer spans and ranks them.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from typing import Any
 from transformers import Pipeline, PreTrainedModel, PreTrainedTokenizerBase
 
 from ..index.passage_index import PassageIndex
+from ..models.tokenization import format_questions
+from ..reader.decoding import decode_passage, rank_answers, run_reader
 from .system import RETRIEVERS, QASystem
 
 
@@ -83,11 +89,21 @@ class _SystemPipeline(Pipeline):
         """Answer one question (a list of results) or a list of them (one list per question, same order)."""
         return super().__call__(_check_questions(questions), **kwargs)
 
-    def preprocess(self, question: str) -> dict[str, str]:
-        return {"question": question}
+    def preprocess(self, question: str) -> dict[str, Any]:
+        """The question and its tokens, as its encoder was trained to read them (batched by transformers' collator)."""
+        encoder = self.model.question_encoder
+        tokens = format_questions(self.model.question_tokenizer, [question], encoder.config.max_seq_length)
+        return {"question": question, **tokens}
 
-    def postprocess(self, model_outputs: dict[str, Any], **kwargs) -> Any:
-        return model_outputs["results"]
+    def _retrieve(
+        self, model_inputs: dict[str, Any], k: int | None = None, retriever: str | None = None
+    ) -> tuple[list[str], list[list[dict]]]:
+        """Encode the tokenised questions and search: the questions (one, or a collated batch) and their passages."""
+        questions = model_inputs["question"]
+        questions = [questions] if isinstance(questions, str) else list(questions)
+        tokens = {key: value for key, value in model_inputs.items() if key != "question"}
+        vectors = self.model.question_encoder(**tokens).pooler_output.float().cpu().numpy()
+        return questions, self.model.retrieve(questions, k, retriever, question_vectors=vectors)
 
 
 class OpenDomainQAPipeline(_SystemPipeline):
@@ -115,31 +131,41 @@ class OpenDomainQAPipeline(_SystemPipeline):
         retriever: str | None = None,
         return_passages: bool | None = None,
     ):
-        forward = {}
-        if top_k is not None:
-            forward["top_k"] = _positive_int("top_k", top_k)
+        forward, postprocess = {}, {}
         if num_passages is not None:
-            forward["num_passages"] = _positive_int("num_passages", num_passages)
-        if max_answer_length is not None:
-            forward["max_answer_length"] = _positive_int("max_answer_length", max_answer_length)
+            forward["k"] = _positive_int("num_passages", num_passages)
         if retriever is not None:
             forward["retriever"] = _retriever_name(retriever)
+        if top_k is not None:
+            postprocess["top_k"] = _positive_int("top_k", top_k)
+        if max_answer_length is not None:
+            postprocess["max_answer_length"] = _positive_int("max_answer_length", max_answer_length)
         if return_passages is not None:
-            forward["return_passages"] = bool(return_passages)
-        return {}, forward, {}
+            postprocess["return_passages"] = bool(return_passages)
+        return {}, forward, postprocess
 
-    def _forward(
-        self, model_inputs: dict[str, Any], return_passages: bool = False, **parameters
-    ) -> dict[str, Any]:
-        # One question, or a list of them when the DataLoader batches (`batch_size` > 1).
-        questions = model_inputs["question"]
-        batch = [questions] if isinstance(questions, str) else questions
-        answers, passages = self.model.answer(batch, **parameters)
-        results = [
-            {"answers": a, "passages": p} if return_passages else a
-            for a, p in zip(answers, passages, strict=True)
+    def _forward(self, model_inputs: dict[str, Any], **parameters) -> dict[str, Any]:
+        questions, passages = self._retrieve(model_inputs, **parameters)
+        logits = run_reader(self.model.reader, self.model.reader_tokenizer, questions, passages)
+        # Batch-major lists, unwrapped for a single question (what transformers' batching hands back per item).
+        single = isinstance(model_inputs["question"], str)
+        return {"passages": passages[0] if single else passages, "logits": logits[0] if single else logits}
+
+    def postprocess(
+        self,
+        model_outputs: dict[str, Any],
+        top_k: int | None = None,
+        max_answer_length: int | None = None,
+        return_passages: bool = False,
+    ) -> list[dict] | dict[str, list[dict]]:
+        config = self.model.config
+        passages = model_outputs["passages"]
+        readings = [
+            decode_passage(logits, passage["text"], max_answer_length or config.max_answer_length)
+            for logits, passage in zip(model_outputs["logits"], passages, strict=True)
         ]
-        return {"results": results[0] if isinstance(questions, str) else results}
+        answers = rank_answers(readings, passages, top_k=top_k or config.top_k)
+        return {"answers": answers, "passages": passages} if return_passages else answers
 
 
 class DenseRetrievalPipeline(_SystemPipeline):
@@ -157,6 +183,8 @@ class DenseRetrievalPipeline(_SystemPipeline):
         return {}, forward, {}
 
     def _forward(self, model_inputs: dict[str, Any], **parameters) -> dict[str, Any]:
-        questions = model_inputs["question"]
-        results = self.model.retrieve([questions] if isinstance(questions, str) else questions, **parameters)
-        return {"results": results[0] if isinstance(questions, str) else results}
+        _, passages = self._retrieve(model_inputs, **parameters)
+        return {"passages": passages[0] if isinstance(model_inputs["question"], str) else passages}
+
+    def postprocess(self, model_outputs: dict[str, Any]) -> list[dict]:
+        return model_outputs["passages"]

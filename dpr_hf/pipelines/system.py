@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from huggingface_hub import snapshot_download
 from huggingface_hub.errors import LocalEntryNotFoundError
@@ -24,12 +24,15 @@ from torch import nn
 from transformers import AutoTokenizer, PreTrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging
 
-from ..atomic import replace_folder
+from ..atomic import staged_folder
+from ..encoding import encode
 from ..index.passage_index import PassageIndex
 from ..models.errors import MismatchError
-from ..models.modeling import ExtractiveReader, PassageEncoder, QuestionEncoder
-from ..models.tokenization import QUESTION_MAX_LENGTH, format_questions
+from ..models.modeling import ExtractiveReader
+from ..models.pair import ENCODER_DIRS, EncoderPair
 from ..reader.decoding import check_reader_tokenizer, read
+from ..retrieval.dense import DenseRetriever
+from ..retrieval.hybrid import HybridRetriever
 from .remote_code import write_remote_code
 
 logger = logging.get_logger(__name__)
@@ -37,6 +40,8 @@ logger = logging.get_logger(__name__)
 FORMAT_VERSION = 1
 RETRIEVERS = ("dense", "hybrid")
 REMOTE_TASK = "open-domain-qa-remote-code"
+# part -> its default sub-folder (config.json may name another)
+PARTS = {name: name for name in ("question_encoder", "passage_encoder", "reader", "index", "bm25")}
 METRICS = ("retrieval", "reader")
 TRAINING_RUNS = ("retriever", "reader")
 _HUB_KWARGS = ("revision", "token", "cache_dir", "local_files_only", "force_download")
@@ -135,10 +140,10 @@ class QASystem(nn.Module):
         self.config = config = config or QASystemConfig()
         config.embedding_dim = question_encoder.config.embedding_dim
         config.passage_encoder = (
-            (config.passage_encoder or "passage_encoder") if passage_encoder is not None else None
+            (config.passage_encoder or PARTS["passage_encoder"]) if passage_encoder is not None else None
         )
-        config.reader = (config.reader or "reader") if reader is not None else None
-        config.bm25 = (config.bm25 or "bm25") if bm25 is not None else None
+        config.reader = (config.reader or PARTS["reader"]) if reader is not None else None
+        config.bm25 = (config.bm25 or PARTS["bm25"]) if bm25 is not None else None
         if config.retriever == "hybrid" and bm25 is None:
             raise ValueError("the default retriever is 'hybrid' but the system has no BM25 index")
         self.metrics = dict(metrics or {})
@@ -160,6 +165,14 @@ class QASystem(nn.Module):
             )
         if reader is not None:
             check_reader_tokenizer(reader, reader_tokenizer)
+        self._retrievers: tuple[tuple, dict[str, Any]] | None = None  # see `retriever`
+
+    @property
+    def encoders(self) -> EncoderPair:
+        """The system's question (and passage) encoder with their tokenizers."""
+        return EncoderPair(
+            self.question_encoder, self.passage_encoder, self.question_tokenizer, self.passage_tokenizer
+        )
 
     @property
     def device(self) -> torch.device:
@@ -226,41 +239,62 @@ class QASystem(nn.Module):
             config.passage_encoder = None
         if not with_reader:
             config.reader = None
-        parts = {}
-        for name in ("question_encoder", "passage_encoder", "reader", "index", "bm25"):
-            subfolder = getattr(config, name)
-            if subfolder is not None and not (folder / subfolder).is_dir():
-                raise FileNotFoundError(
-                    f"{folder}: config.json names {name} folder {subfolder!r}, which is missing"
-                )
-            parts[name] = folder / subfolder if subfolder is not None else None
+        parts = cls.part_dirs(folder, config)
         model_kwargs = {"dtype": dtype, "device_map": device_map}
-        question_encoder = QuestionEncoder.from_pretrained(parts["question_encoder"], **model_kwargs).eval()
-        passage_encoder = reader = None
-        if parts["passage_encoder"] is not None:
-            passage_encoder = PassageEncoder.from_pretrained(parts["passage_encoder"], **model_kwargs).eval()
+        roles = ("question", "passage") if parts["passage_encoder"] is not None else ("question",)
+        pair = EncoderPair.from_pretrained(folder, roles=roles, **model_kwargs)
+        reader = None
         if parts["reader"] is not None:
             reader = ExtractiveReader.from_pretrained(parts["reader"], **model_kwargs).eval()
         bm25 = _load_bm25(parts["bm25"]) if parts["bm25"] is not None else None
         if bm25 is None:
             config.retriever = "dense"
         return cls(
-            question_encoder=question_encoder,
-            question_tokenizer=_tokenizer(parts["question_encoder"], question_encoder),
+            question_encoder=pair.question_encoder,
+            question_tokenizer=pair.question_tokenizer,
             index=PassageIndex.load(
-                parts["index"], question_encoder=question_encoder, passage_encoder=passage_encoder
+                parts["index"], question_encoder=pair.question_encoder, passage_encoder=pair.passage_encoder
             ),
             reader=reader,
             reader_tokenizer=_tokenizer(parts["reader"], reader) if reader is not None else None,
-            passage_encoder=passage_encoder,
-            passage_tokenizer=(
-                _tokenizer(parts["passage_encoder"], passage_encoder) if passage_encoder is not None else None
-            ),
+            passage_encoder=pair.passage_encoder,
+            passage_tokenizer=pair.passage_tokenizer,
             bm25=bm25,
             config=config,
             metrics=_read_json_folder(folder / "metrics"),
             training_args=_read_json_folder(folder / "training_args"),
         )
+
+    @staticmethod
+    def part_dirs(folder: str | os.PathLike, config: QASystemConfig | None = None) -> dict[str, Path | None]:
+        """Where a system folder keeps each part (`question_encoder`, `passage_encoder`, `reader`, `index`,
+        `bm25`; None: not shipped), as its `config.json` (or `config`) names them; a named part must exist."""
+        folder = Path(folder)
+        if config is None:
+            if not is_system_folder(folder):
+                raise FileNotFoundError(
+                    f"{folder} is not a QA system folder (no {QASystemConfig.model_type} config)"
+                )
+            config = QASystemConfig.from_json_file(str(folder / "config.json"))
+        parts = {}
+        for name in PARTS:
+            subfolder = getattr(config, name)
+            if subfolder is not None and not (folder / subfolder).is_dir():
+                raise FileNotFoundError(
+                    f"{folder}: config.json names {name} folder {subfolder!r}, which is missing"
+                )
+            parts[name] = folder / subfolder if subfolder is not None else None
+        return parts
+
+    @classmethod
+    def part_dir(cls, folder: str | os.PathLike, name: str) -> Path | None:
+        """Part `name` inside `folder`: where a system's config.json puts it, else its default sub-folder in a
+        folder laid out like a system (assembled by hand); None where there is none."""
+        folder = Path(folder)
+        if is_system_folder(folder):
+            return cls.part_dirs(folder)[name]
+        default = folder / PARTS[name]
+        return default if default.is_dir() else None
 
     @classmethod
     def from_components(
@@ -276,7 +310,7 @@ class QASystem(nn.Module):
         """Assemble a system from training outputs; `.save_pretrained(dir)` on the result writes the system folder.
 
         Args:
-            retriever_dir: retriever training folder (`question_encoder/`, `passage_encoder/`, `training_args.json`).
+            retriever_dir: retriever training folder (an `EncoderPair` folder with `training_args.json`).
             index: a saved `PassageIndex` folder (checked against both encoders) or a loaded index.
             reader_dir: reader training folder (`reader/`, `training_args.json`) or the reader model folder.
             bm25: a saved `BM25Retriever` folder (or a loaded one), enabling hybrid retrieval.
@@ -285,11 +319,10 @@ class QASystem(nn.Module):
             config_kwargs: `QASystemConfig` serving defaults (`num_passages`, `retriever`, `hybrid_lambda`, ...).
         """
         retriever_dir = Path(retriever_dir)
-        question_encoder = QuestionEncoder.from_pretrained(retriever_dir / "question_encoder").eval()
-        passage_encoder = PassageEncoder.from_pretrained(retriever_dir / "passage_encoder").eval()
+        pair = EncoderPair.from_pretrained(retriever_dir, roles=("question", "passage"))
         if not isinstance(index, PassageIndex):
             index = PassageIndex.load(
-                index, question_encoder=question_encoder, passage_encoder=passage_encoder
+                index, question_encoder=pair.question_encoder, passage_encoder=pair.passage_encoder
             )
         training_args = {"retriever": retriever_dir / "training_args.json"}
         reader = reader_model_dir = None
@@ -301,13 +334,13 @@ class QASystem(nn.Module):
             training_args["reader"] = reader_dir / "training_args.json"
         metrics = {"retrieval": retrieval_metrics, "reader": reader_metrics}
         return cls(
-            question_encoder=question_encoder,
-            question_tokenizer=_tokenizer(retriever_dir / "question_encoder", question_encoder),
+            question_encoder=pair.question_encoder,
+            question_tokenizer=pair.question_tokenizer,
             index=index,
             reader=reader,
             reader_tokenizer=_tokenizer(reader_model_dir, reader) if reader is not None else None,
-            passage_encoder=passage_encoder,
-            passage_tokenizer=_tokenizer(retriever_dir / "passage_encoder", passage_encoder),
+            passage_encoder=pair.passage_encoder,
+            passage_tokenizer=pair.passage_tokenizer,
             bm25=_load_bm25(Path(bm25)) if isinstance(bm25, (str, os.PathLike)) else bm25,
             config=QASystemConfig(**config_kwargs),
             metrics={name: _as_dict(value) for name, value in metrics.items() if value is not None},
@@ -316,33 +349,28 @@ class QASystem(nn.Module):
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> None:
         """Write the system folder atomically: everything goes to a temporary sibling renamed at the end."""
-        path = Path(save_directory)
-        tmp = path.with_name(f".{path.name}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
         config = self.config
-        for name, model, tokenizer in (
-            (config.question_encoder, self.question_encoder, self.question_tokenizer),
-            (config.passage_encoder, self.passage_encoder, self.passage_tokenizer),
-            (config.reader, self.reader, self.reader_tokenizer),
-        ):
-            if model is not None:
-                model.save_pretrained(tmp / name)
-                tokenizer.save_pretrained(tmp / name)
-        self.index.save(tmp / config.index)
-        if self.bm25 is not None:
-            self.bm25.save(tmp / config.bm25)
-        for folder, files in (("metrics", self.metrics), ("training_args", self.training_args)):
-            for name, content in files.items():
-                (tmp / folder).mkdir(exist_ok=True)
-                (tmp / folder / f"{name}.json").write_text(json.dumps(content, indent=2) + "\n")
-        write_remote_code(tmp)
-        config.auto_map = {"AutoConfig": "system.QASystemConfig", "AutoModel": "system.QASystem"}
-        config.custom_pipelines = {
-            REMOTE_TASK: {"impl": "pipeline.OpenDomainQAPipeline", "pt": ["AutoModel"], "type": "text"}
-        }
-        config.save_pretrained(tmp)  # config.json last: a folder without it is an unfinished save
-        replace_folder(tmp, path)
+        with staged_folder(save_directory) as tmp:
+            # The towers go in the pair layout, and the config names those folders.
+            self.encoders.save_into(tmp)
+            config.question_encoder = ENCODER_DIRS["question"]
+            config.passage_encoder = ENCODER_DIRS["passage"] if self.passage_encoder is not None else None
+            if self.reader is not None:
+                self.reader.save_pretrained(tmp / config.reader)
+                self.reader_tokenizer.save_pretrained(tmp / config.reader)
+            self.index.save(tmp / config.index)
+            if self.bm25 is not None:
+                self.bm25.save(tmp / config.bm25)
+            for folder, files in (("metrics", self.metrics), ("training_args", self.training_args)):
+                for name, content in files.items():
+                    (tmp / folder).mkdir(exist_ok=True)
+                    (tmp / folder / f"{name}.json").write_text(json.dumps(content, indent=2) + "\n")
+            write_remote_code(tmp)
+            config.auto_map = {"AutoConfig": "system.QASystemConfig", "AutoModel": "system.QASystem"}
+            config.custom_pipelines = {
+                REMOTE_TASK: {"impl": "pipeline.OpenDomainQAPipeline", "pt": ["AutoModel"], "type": "text"}
+            }
+            config.save_pretrained(tmp)  # config.json last: a folder without it is an unfinished save
 
     def push_to_hub(self, repo_id: str, **kwargs) -> dict[str, str]:
         """Save the system to a temporary folder and upload it with its model cards (see `dpr_hf.hub.push_system`)."""
@@ -357,34 +385,57 @@ class QASystem(nn.Module):
             self.save_pretrained(folder)
             return push_system(folder, repo_id, **kwargs)
 
-    @torch.inference_mode()
     def encode_questions(self, questions: Sequence[str], batch_size: int = 64) -> torch.Tensor:
-        """E_Q(q) for each question, `(len(questions), embedding_dim)` float32 on CPU."""
-        vectors = []
-        for begin in range(0, len(questions), batch_size):
-            batch = format_questions(
-                self.question_tokenizer, questions[begin : begin + batch_size], max_length=QUESTION_MAX_LENGTH
-            ).to(self.device)
-            vectors.append(self.question_encoder(**batch).pooler_output.float().cpu())
-        return torch.cat(vectors)
+        """E_Q(q) for each question, `(len(questions), embedding_dim)` float32 on CPU, read at the question
+        encoder's trained length."""
+        return torch.from_numpy(
+            encode(self.question_encoder, self.question_tokenizer, list(questions), batch_size=batch_size)
+        )
 
-    def retrieve(
-        self, questions: Sequence[str], k: int | None = None, retriever: str | None = None
-    ) -> list[list[dict]]:
-        """Top-k passages per question (`{id, title, text, score}`), best first, by dot product or hybrid score."""
-        k = k or self.config.num_passages
-        retriever = retriever or self.config.retriever
-        if retriever not in RETRIEVERS:
-            raise ValueError(f"retriever must be one of {RETRIEVERS}, got {retriever!r}")
-        if not questions:
-            return []
-        if retriever == "dense":
-            return self.index.search(self.encode_questions(questions).numpy(), k)
-        if self.bm25 is None:
+    def retriever(self, name: str | None = None) -> DenseRetriever | HybridRetriever:
+        """The system's "dense" or "hybrid" retriever (default: the config's), built once and rebuilt only when
+        the question encoder, its tokenizer, the index, the BM25 index or `hybrid_lambda` change."""
+        name = name or self.config.retriever
+        if name not in RETRIEVERS:
+            raise ValueError(f"retriever must be one of {RETRIEVERS}, got {name!r}")
+        if name == "hybrid" and self.bm25 is None:
             raise ValueError(
                 "hybrid retrieval needs a BM25 index, and this system has none (no bm25/ folder)"
             )
-        return _hybrid_retriever(self).search(list(questions), k)
+        parts = (
+            self.question_encoder,
+            self.question_tokenizer,
+            self.index,
+            self.bm25,
+            self.config.hybrid_lambda,
+        )
+        built = self._retrievers
+        if built is None or built[0] != parts:
+            dense = DenseRetriever(self.question_encoder, self.question_tokenizer, self.index)
+            hybrid = None
+            if self.bm25 is not None:
+                hybrid = HybridRetriever(self.bm25, dense, weight=self.config.hybrid_lambda)
+            # One assignment: threads see the old pair or the new one, never half of each.
+            built = self._retrievers = (parts, {"dense": dense, "hybrid": hybrid})
+        return built[1][name]
+
+    def retrieve(
+        self,
+        questions: Sequence[str],
+        k: int | None = None,
+        retriever: str | None = None,
+        question_vectors: np.ndarray | None = None,
+    ) -> list[list[dict]]:
+        """Top-k passages per question (`{id, title, text, score}`), best first, by dot product or hybrid score.
+
+        `question_vectors`: the questions already encoded (a pipeline's forward pass), else they are encoded here.
+        """
+        chosen = self.retriever(retriever)
+        if not questions:
+            return []
+        return chosen.search(
+            list(questions), k or self.config.num_passages, question_vectors=question_vectors
+        )
 
     def answer(
         self,
@@ -411,6 +462,12 @@ class QASystem(nn.Module):
         return answers, passages
 
 
+def is_system_folder(folder: str | os.PathLike) -> bool:
+    """Whether `folder` holds a QA system (its config.json is a `QASystemConfig`)."""
+    file = Path(folder) / "config.json"
+    return file.is_file() and json.loads(file.read_text()).get("model_type") == QASystemConfig.model_type
+
+
 def _tokenizer(path: Path, model: PreTrainedModel) -> PreTrainedTokenizerBase:
     # With the model's config given, AutoTokenizer does not load config.json, whose auto_map would ask for
     # trust_remote_code where dpr_hf is not installed.
@@ -435,12 +492,3 @@ def _load_bm25(path: Path) -> Any | None:
         )
         return None
     return BM25Retriever.load(path)
-
-
-def _hybrid_retriever(system: QASystem) -> Any:
-    try:
-        from dpr_hf.retrieval import DenseRetriever, HybridRetriever
-    except ImportError as error:
-        raise ImportError("hybrid retrieval needs dpr_hf: pip install dpr-hf") from error
-    dense = DenseRetriever(system.question_encoder, system.question_tokenizer, system.index)
-    return HybridRetriever(system.bm25, dense, weight=system.config.hybrid_lambda)

@@ -16,7 +16,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..models.errors import MismatchError
-from ..models.tokenization import READER_MAX_LENGTH, encode_reader_inputs, tokenizer_fingerprint
+from ..models.tokenization import encode_reader_inputs, tokenizer_fingerprint
 
 
 def best_spans(
@@ -103,21 +103,32 @@ def check_reader_tokenizer(reader: PreTrainedModel, tokenizer: PreTrainedTokeniz
         )
 
 
+@dataclass
+class PassageLogits:
+    """The reader's raw output for one (question, passage) pair, with what decoding needs to map its tokens back
+    to passage text: what a pipeline's forward pass hands to its postprocessing."""
+
+    relevance: float
+    start_logits: torch.Tensor
+    end_logits: torch.Tensor
+    span_mask: list[int]
+    word_ids: list[int | None]
+    offsets: list[tuple[int, int]]
+
+
 @torch.inference_mode()
-def score_passages(
+def run_reader(
     reader: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     questions: Sequence[str],
     passages: Sequence[Sequence[dict]],
-    max_answer_length: int = 10,
-    num_spans: int = 1,
-    max_length: int = READER_MAX_LENGTH,
+    max_length: int | None = None,
     batch_size: int = 32,
-) -> list[list[PassageReading]]:
-    """Run the reader over every (question, passage) pair; results keep the input passage order.
+) -> list[list[PassageLogits]]:
+    """Tokenise every (question, passage) pair and run the reader on them; results keep the input passage order.
 
-    Each span dict is `{"answer", "score", "start", "end"}` with character offsets into the passage text.
-    Pairs are batched by length to spend little compute on padding.
+    Pairs are batched by length to spend little compute on padding, and read at the reader's trained
+    `config.max_seq_length` tokens unless `max_length` says otherwise.
     """
     if len(questions) != len(passages):
         raise ValueError(f"got {len(questions)} questions but passage lists for {len(passages)}")
@@ -128,9 +139,9 @@ def score_passages(
         [questions[q] for q, _ in pairs],
         [passages[q][p].get("title") for q, p in pairs],
         [passages[q][p]["text"] for q, p in pairs],
-        max_length=max_length,
+        max_length=max_length or reader.config.max_seq_length,
     )
-    readings: list[list[PassageReading | None]] = [[None] * len(p) for p in passages]
+    logits: list[list[PassageLogits | None]] = [[None] * len(p) for p in passages]
     order = sorted(range(len(pairs)), key=lambda i: len(encoded["input_ids"][i]))
     was_training = reader.training
     reader.eval()
@@ -147,29 +158,65 @@ def score_passages(
         for j, row in enumerate(rows):
             q, p = pairs[row]
             n_tokens = len(encoded["input_ids"][row])
-            spans = best_spans(
-                outputs.start_logits[j, :n_tokens].cpu(),
-                outputs.end_logits[j, :n_tokens].cpu(),
-                torch.tensor(encoded["span_mask"][row]),
-                max_answer_length=max_answer_length,
-                num_spans=num_spans,
-                word_ids=encoded.word_ids(row),
-            )
-            text, offsets = passages[q][p]["text"], encoded["text_offsets"][row]
-            readings[q][p] = PassageReading(
+            logits[q][p] = PassageLogits(
                 relevance=float(outputs.relevance_logits[j]),
-                spans=[
-                    {
-                        "answer": text[offsets[start][0] : offsets[end][1]],
-                        "score": score,
-                        "start": offsets[start][0],
-                        "end": offsets[end][1],
-                    }
-                    for start, end, score in spans
-                ],
+                start_logits=outputs.start_logits[j, :n_tokens].cpu(),
+                end_logits=outputs.end_logits[j, :n_tokens].cpu(),
+                span_mask=encoded["span_mask"][row],
+                word_ids=encoded.word_ids(row),
+                offsets=encoded["text_offsets"][row],
             )
     reader.train(was_training)
-    return readings
+    return logits
+
+
+def decode_passage(
+    logits: PassageLogits, text: str, max_answer_length: int = 10, num_spans: int = 1
+) -> PassageReading:
+    """The best spans of one passage as `{"answer", "score", "start", "end"}` (character offsets into `text`)."""
+    spans = best_spans(
+        logits.start_logits,
+        logits.end_logits,
+        torch.tensor(logits.span_mask),
+        max_answer_length=max_answer_length,
+        num_spans=num_spans,
+        word_ids=logits.word_ids,
+    )
+    offsets = logits.offsets
+    return PassageReading(
+        relevance=logits.relevance,
+        spans=[
+            {
+                "answer": text[offsets[start][0] : offsets[end][1]],
+                "score": score,
+                "start": offsets[start][0],
+                "end": offsets[end][1],
+            }
+            for start, end, score in spans
+        ],
+    )
+
+
+def score_passages(
+    reader: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    questions: Sequence[str],
+    passages: Sequence[Sequence[dict]],
+    max_answer_length: int = 10,
+    num_spans: int = 1,
+    max_length: int | None = None,
+    batch_size: int = 32,
+) -> list[list[PassageReading]]:
+    """Run the reader over every (question, passage) pair and decode each one's best spans (`run_reader`, then
+    `decode_passage`); results keep the input passage order."""
+    logits = run_reader(reader, tokenizer, questions, passages, max_length=max_length, batch_size=batch_size)
+    return [
+        [
+            decode_passage(passage_logits, passage["text"], max_answer_length, num_spans)
+            for passage_logits, passage in zip(question_logits, question_passages, strict=True)
+        ]
+        for question_logits, question_passages in zip(logits, passages, strict=True)
+    ]
 
 
 def rank_answers(readings: Sequence[PassageReading], passages: Sequence[dict], top_k: int = 1) -> list[dict]:
@@ -190,7 +237,7 @@ def read(
     passages: Sequence[Sequence[dict]],
     max_answer_length: int = 10,
     top_k: int = 1,
-    max_length: int = READER_MAX_LENGTH,
+    max_length: int | None = None,
     batch_size: int = 32,
     num_spans: int = 1,
 ) -> list[list[dict]]:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +17,7 @@ import datasets
 import numpy as np
 from bm25s.tokenization import Tokenizer
 
-from ..atomic import replace_folder
+from ..atomic import staged_folder
 from ..models.errors import MismatchError
 
 CONFIG_NAME = "bm25_config.json"
@@ -115,16 +113,11 @@ class BM25Retriever:
         path = Path(path)
         if path.exists() and any(path.iterdir()) and not (path / CONFIG_NAME).is_file():
             raise FileExistsError(f"{path} exists and is not a BM25 index folder; refusing to overwrite it")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-        try:
+        with staged_folder(path) as staging:
             self.model.save(staging / MODEL_DIR, show_progress=False)
             self.tokenizer.save_vocab(staging / MODEL_DIR)
             self.passages.save_to_disk(str(staging / PASSAGES_DIR))
             (staging / CONFIG_NAME).write_text(json.dumps(self._config(), indent=2), encoding="utf-8")
-            replace_folder(staging, path)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
         return path
 
     @classmethod

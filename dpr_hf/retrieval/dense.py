@@ -6,15 +6,12 @@ import os
 from collections.abc import Sequence
 
 import numpy as np
-import torch
-from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ..encoding import precision_context
+from ..encoding import encode
 from ..index.passage_index import PassageIndex
 from ..models.errors import MismatchError
-from ..models.modeling import QuestionEncoder
-from ..models.pair import encoder_dir
-from ..models.tokenization import QUESTION_MAX_LENGTH, format_questions
+from ..models.pair import EncoderPair
 
 
 class DenseRetriever:
@@ -25,6 +22,7 @@ class DenseRetriever:
         tokenizer: its tokenizer.
         index: passages encoded by the matching passage encoder.
         batch_size: questions encoded (and searched) at once.
+        max_length: question tokens read; default the encoder's trained `config.max_seq_length`.
         precision: None/"fp32", "bf32" (CPU), "bf16" or "fp16" for the question encoder (`precision_context`).
     """
 
@@ -34,7 +32,7 @@ class DenseRetriever:
         tokenizer: PreTrainedTokenizerBase,
         index: PassageIndex,
         batch_size: int = 128,
-        max_length: int = QUESTION_MAX_LENGTH,
+        max_length: int | None = None,
         precision: str | None = None,
     ):
         if question_encoder.config.embedding_dim != index.embedding_dim:
@@ -54,30 +52,36 @@ class DenseRetriever:
         cls, model_dir: str | os.PathLike, index_dir: str | os.PathLike, **kwargs
     ) -> DenseRetriever:
         """Question encoder from a pair/system/encoder folder plus a saved index, checked to belong together."""
-        path = encoder_dir(model_dir, "question")
-        question_encoder = QuestionEncoder.from_pretrained(path)
-        index = PassageIndex.load(index_dir, question_encoder=question_encoder)
-        return cls(question_encoder, AutoTokenizer.from_pretrained(path), index, **kwargs)
+        pair = EncoderPair.from_pretrained(model_dir, roles=("question",))
+        index = PassageIndex.load(index_dir, question_encoder=pair.question_encoder)
+        return cls(pair.question_encoder, pair.question_tokenizer, index, **kwargs)
 
     @property
     def temperature(self) -> float:
         """The pair's training temperature: `score / temperature` is on the scale of the logits it learned."""
         return self.question_encoder.config.temperature
 
-    @torch.inference_mode()
     def encode_questions(self, questions: Sequence[str]) -> np.ndarray:
         """Question vectors `(len(questions), dim)` float32."""
-        encoder = self.question_encoder
-        vectors = []
-        with precision_context(encoder.device, self.precision):
-            for start in range(0, len(questions), self.batch_size):
-                batch = format_questions(
-                    self.tokenizer, questions[start : start + self.batch_size], max_length=self.max_length
-                )
-                vectors.append(encoder(**batch.to(encoder.device)).pooler_output.float().cpu().numpy())
-        return np.concatenate(vectors) if vectors else np.zeros((0, self.index.embedding_dim), np.float32)
+        return encode(
+            self.question_encoder,
+            self.tokenizer,
+            list(questions),
+            batch_size=self.batch_size,
+            max_length=self.max_length,
+            precision=self.precision,
+        )
 
-    def search(self, questions: Sequence[str], k: int = 100) -> list[list[dict]]:
-        """Top-k passages per question, best first: `{id, title, text, score}` dicts."""
+    def search(
+        self, questions: Sequence[str], k: int = 100, question_vectors: np.ndarray | None = None
+    ) -> list[list[dict]]:
+        """Top-k passages per question, best first: `{id, title, text, score}` dicts.
+
+        `question_vectors`: the questions already encoded by this encoder (a pipeline's forward pass).
+        """
         questions = list(questions)
-        return self.index.search(self.encode_questions(questions), k) if questions else []
+        if not questions:
+            return []
+        return self.index.search(
+            self.encode_questions(questions) if question_vectors is None else question_vectors, k
+        )

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any
+
+from .base import Retriever
 
 FUSIONS = ("linear", "rrf")
-
-
-class Retriever(Protocol):
-    def search(self, questions: Sequence[str], k: int) -> list[list[dict]]: ...
 
 
 def _ranked(scores: dict[str, float], passages: dict[str, dict], k: int) -> list[dict]:
@@ -87,12 +85,20 @@ class HybridRetriever:
         self.weight, self.fusion, self.depth, self.rrf_k = weight, fusion, depth, rrf_k
         self.dense_weight = weight / getattr(dense, "temperature", 1.0)
 
-    def search(self, questions: Sequence[str], k: int = 100) -> list[list[dict]]:
-        """Top-k fused passages per question, best first: `{id, title, text, score}` with the fused score."""
+    def search(
+        self, questions: Sequence[str], k: int = 100, question_vectors: Any | None = None
+    ) -> list[list[dict]]:
+        """Top-k fused passages per question, best first: `{id, title, text, score}` with the fused score.
+
+        `question_vectors`: the questions already encoded for the dense retriever (which must then accept them).
+        """
         questions = list(questions)
         depth = max(k, self.depth)
         sparse_hits = self.sparse.search(questions, depth)
-        dense_hits = self.dense.search(questions, depth)
+        if question_vectors is None:
+            dense_hits = self.dense.search(questions, depth)
+        else:
+            dense_hits = self.dense.search(questions, depth, question_vectors=question_vectors)
         if self.fusion == "rrf":
             return [
                 reciprocal_rank_fusion([s, d], k=k, rrf_k=self.rrf_k)

@@ -8,19 +8,16 @@ out by id and by text (the same paragraph can sit in the corpus under another id
 from __future__ import annotations
 
 import uuid
-from typing import Any, Protocol
+from typing import Any
 
 import datasets
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..data import RETRIEVER_FEATURES
 from ..evaluation.metrics import has_answer
+from .base import Retriever
 from .bm25 import BM25Retriever
 from .dense import DenseRetriever
-
-
-class Retriever(Protocol):
-    def search(self, questions: list[str], k: int) -> list[list[dict[str, Any]]]: ...
 
 
 def _text_key(text: str) -> str:
