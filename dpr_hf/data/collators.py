@@ -14,6 +14,13 @@ from transformers import PreTrainedTokenizerBase
 from ..models.tokenization import PASSAGE_MAX_LENGTH, QUESTION_MAX_LENGTH, format_passages, format_questions
 
 
+def seeded_rng(seed: int, epoch: int, question: str) -> random.Random:
+    """The sampler of one question's passages in one epoch: independent of global random state and of batch
+    order, so a resumed run (or another process) draws exactly the same passages."""
+    digest = hashlib.sha256(f"{seed}\0{epoch}\0{question}".encode()).digest()
+    return random.Random(int.from_bytes(digest[:8], "little"))
+
+
 def _passage_key(passage: dict) -> tuple[str, ...]:
     """Identity of a passage within a batch: its id, or its title and text when it has none."""
     return (
@@ -58,10 +65,6 @@ class RetrieverCollator:
         """Draw different negatives (and positives, if shuffled) every epoch."""
         self.epoch = epoch
 
-    def _rng(self, question: str) -> random.Random:
-        digest = hashlib.sha256(f"{self.seed}\0{self.epoch}\0{question}".encode()).digest()
-        return random.Random(int.from_bytes(digest[:8], "little"))
-
     def _pick(self, rng: random.Random, passages: Sequence[dict], count: int, shuffle: bool) -> list[dict]:
         if count <= 0 or not passages:
             return []
@@ -71,7 +74,7 @@ class RetrieverCollator:
         """The positive and the negatives of one example (what DPR's `create_biencoder_input` picks)."""
         if not example["positive_ctxs"]:
             raise ValueError(f"question {example['question']!r} has no positive passage")
-        rng = self._rng(example["question"])
+        rng = seeded_rng(self.seed, self.epoch, example["question"])
         positive = (
             rng.choice(example["positive_ctxs"]) if self.shuffle_positives else example["positive_ctxs"][0]
         )

@@ -32,6 +32,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,16 +40,17 @@ from typing import Any
 import torch
 import yaml
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, broadcast_object_list, set_seed
+from accelerate.utils import DataLoaderConfiguration, LoggerType, broadcast_object_list, set_seed
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 from transformers import HfArgumentParser, get_linear_schedule_with_warmup
 
-from ..atomic import replace_folder
+from ..atomic import replace_folder, staged_file, staged_folder
 
 CHECKPOINT_PREFIX = "step_"
 STATE_FILE = "trainer_state.json"
+TRACKING_PROJECT = "runs"  # trackers log under output_dir/runs (tensorboard: its event files)
 
 
 @dataclass
@@ -89,15 +91,31 @@ class TrainingArguments:
         default=0, metadata={"help": "Evaluate every N steps (0 = at the end of each epoch)."}
     )
     eval_on_start: bool = field(default=False, metadata={"help": "Evaluate before the first step too."})
-    metric_for_best_model: str = field(
-        default="loss", metadata={"help": "Evaluation metric that picks best/."}
+    metric_for_best_model: str | None = field(
+        default=None,
+        metadata={
+            "help": "Evaluation metric that picks best/ (default: the task's; retriever loss, reader em)."
+        },
     )
-    greater_is_better: bool = field(default=False, metadata={"help": "Whether a larger metric is better."})
+    greater_is_better: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Whether a larger metric is better (default: the task's direction for its own metric, "
+            "else False)."
+        },
+    )
     load_best_model_at_end: bool = field(default=True, metadata={"help": "Final model = best evaluation."})
     resume: bool = field(
         default=False, metadata={"help": "Continue from the latest checkpoint in output_dir."}
     )
     use_cpu: bool = field(default=False, metadata={"help": "Train on the CPU even when a GPU is available."})
+    report_to: list[str] = field(
+        default_factory=lambda: ["none"],
+        metadata={
+            "help": "Experiment trackers (accelerate's: tensorboard, wandb, mlflow, ...; 'all' = every installed "
+            "one; 'none'), a list or comma-separated; they log under output_dir/runs."
+        },
+    )
     dataloader_num_workers: int = 0
     disable_tqdm: bool = False
 
@@ -106,15 +124,25 @@ class TrainingArguments:
             raise ValueError(f"mixed_precision must be 'no', 'bf16' or 'fp16', got {self.mixed_precision!r}")
         if self.gradient_accumulation_steps < 1:
             raise ValueError("gradient_accumulation_steps must be >= 1")
+        names = [self.report_to] if isinstance(self.report_to, str) else list(self.report_to or [])
+        names = [part.strip() for name in names for part in str(name).split(",") if part.strip()]
+        unknown = sorted(set(names) - {"none", *LoggerType.list()})
+        if unknown:
+            raise ValueError(f"report_to: unknown trackers {unknown}; choose among none, {LoggerType.list()}")
+        self.report_to = [name for name in names if name != "none"]
 
 
 class TrainingTask:
     """What the engine trains. Subclasses implement the model-specific parts; see the module docstring.
 
     `args` (a dataclass of task settings, or None) is written to `training_args.json` next to the engine's.
+    `metric_for_best_model` / `greater_is_better`: the evaluation metric that picks `best/` when the training
+    arguments name none, and its direction.
     """
 
     args: Any = None
+    metric_for_best_model: str = "loss"
+    greater_is_better: bool = False
 
     def models(self) -> dict[str, nn.Module]:
         """The trained modules by name (the optimizer covers all their parameters). Called once."""
@@ -203,6 +231,20 @@ def _to_jsonable(value: Any) -> Any:
     return value if isinstance(value, (str, int, float, bool, type(None), list, dict)) else str(value)
 
 
+def seeded_subset(dataset: Dataset, size: int, seed: int) -> Dataset:
+    """`size` examples drawn with `seed` (`max_train_samples` / `max_eval_samples`); all of them when size is 0."""
+    return dataset.shuffle(seed=seed).select(range(size)) if 0 < size < len(dataset) else dataset
+
+
+def _tracker_metrics(record: dict) -> dict[str, float]:
+    """A log record as tracker scalars, named as transformers' trackers name them (`train/loss`, `eval/em`)."""
+    return {
+        (f"eval/{key[len('eval_') :]}" if key.startswith("eval_") else f"train/{key}"): value
+        for key, value in record.items()
+        if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool)
+    }
+
+
 class Trainer:
     """Trains `task` with `args`: AdamW, linear warmup/decay, clipping, mixed precision, gradient accumulation,
     seeded data order, atomic checkpoints with exact resumption, periodic evaluation and best-model selection.
@@ -213,8 +255,14 @@ class Trainer:
     def __init__(self, task: TrainingTask, args: TrainingArguments):
         if not args.output_dir:
             raise ValueError("TrainingArguments.output_dir is required")
+        metric = args.metric_for_best_model or task.metric_for_best_model
+        if args.greater_is_better is not None:
+            greater = args.greater_is_better
+        else:
+            greater = task.greater_is_better if metric == task.metric_for_best_model else False
         self.task = task
-        self.args = args
+        # resolved, so that training_args.json states what picked best/
+        self.args = args = dataclasses.replace(args, metric_for_best_model=metric, greater_is_better=greater)
         self.output_dir = Path(args.output_dir)
         # several processes without a GPU (e.g. `torchrun --nproc_per_node 2` on CPUs): accelerate goes
         # multi-CPU (gloo) only when told to use the CPU, else every process would think it is alone
@@ -224,7 +272,12 @@ class Trainer:
             mixed_precision=args.mixed_precision,
             gradient_accumulation_steps=args.gradient_accumulation_steps,
             dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
+            log_with=args.report_to or None,
+            project_dir=str(self.output_dir),
         )
+        missing = sorted(set(args.report_to) - {"all"} - {str(t) for t in self.accelerator.log_with})
+        if missing:  # accelerate drops a tracker whose package is missing without a word
+            raise ImportError(f"report_to={missing}: not installed (e.g. `pip install {' '.join(missing)}`)")
         self.state = TrainerState()
 
     # ----------------------------------------------------------------------------------------------------- setup
@@ -247,12 +300,12 @@ class Trainer:
 
     def _write_json(self, name: str, payload: Any) -> None:
         if self.accelerator.is_main_process:
-            tmp = self.output_dir / f".{name}.tmp"
-            tmp.write_text(json.dumps(payload, indent=2, default=_to_jsonable) + "\n", encoding="utf-8")
-            os.replace(tmp, self.output_dir / name)
+            with staged_file(self.output_dir / name) as tmp:
+                tmp.write_text(json.dumps(payload, indent=2, default=_to_jsonable) + "\n", encoding="utf-8")
 
     def _log(self, record: dict) -> None:
         self.state.log_history.append(record)
+        self.accelerator.log(_tracker_metrics(record), step=record["step"])
         if self.accelerator.is_main_process:
             with open(self.output_dir / "log.jsonl", "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(record) + "\n")
@@ -262,15 +315,17 @@ class Trainer:
         """accelerate state + trainer state into a temporary folder, renamed when complete; prune old ones."""
         root = self.output_dir / "checkpoints"
         final = root / f"{CHECKPOINT_PREFIX}{self.state.global_step}"
-        tmp = root / f"tmp-{final.name}"
-        if self.accelerator.is_main_process and tmp.exists():
-            shutil.rmtree(tmp)
-        self.accelerator.wait_for_everyone()
-        self.accelerator.save_state(str(tmp))
-        self.accelerator.wait_for_everyone()
-        if self.accelerator.is_main_process:
-            (tmp / STATE_FILE).write_text(json.dumps(dataclasses.asdict(self.state)), encoding="utf-8")
-            replace_folder(tmp, final)
+        main, staging = self.accelerator.is_main_process, root / f"tmp-{final.name}"
+        # every process writes its part of the state into the folder the main process stages
+        with staged_folder(final, staging=staging) if main else nullcontext():
+            self.accelerator.wait_for_everyone()
+            self.accelerator.save_state(str(staging))
+            self.accelerator.wait_for_everyone()
+            if main:
+                (staging / STATE_FILE).write_text(
+                    json.dumps(dataclasses.asdict(self.state)), encoding="utf-8"
+                )
+        if main:
             for old in _checkpoints(self.output_dir)[: -self.args.save_total_limit or None]:
                 shutil.rmtree(old)
         self.accelerator.wait_for_everyone()
@@ -303,12 +358,8 @@ class Trainer:
     def _save_models(self, models: dict[str, nn.Module], target: Path) -> None:
         """The task's save into a temporary folder, renamed when complete (main process only)."""
         if self.accelerator.is_main_process:
-            tmp = target.parent / f".tmp-{target.name}"
-            if tmp.exists():
-                shutil.rmtree(tmp)
-            tmp.mkdir(parents=True)
-            self.task.save(self._unwrapped(models), tmp)
-            replace_folder(tmp, target)
+            with staged_folder(target, staging=target.parent / f".tmp-{target.name}") as tmp:
+                self.task.save(self._unwrapped(models), tmp)
         self.accelerator.wait_for_everyone()
 
     def _evaluate(self, models: dict[str, nn.Module]) -> dict[str, float]:
@@ -334,9 +385,15 @@ class Trainer:
         args, accelerator, task = self.args, self.accelerator, self.task
         set_seed(args.seed)
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        self._write_json(
-            "training_args.json",
-            {**(dataclasses.asdict(task.args) if task.args is not None else {}), **dataclasses.asdict(args)},
+        settings = {
+            **(dataclasses.asdict(task.args) if task.args is not None else {}),
+            **dataclasses.asdict(args),
+        }
+        self._write_json("training_args.json", settings)
+        # trackers take flat scalars (tensorboard's hparams: bool, int, float or str)
+        accelerator.init_trackers(
+            TRACKING_PROJECT,
+            config={k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in settings.items()},
         )
         named_models = task.models()
         names = list(named_models)
