@@ -24,6 +24,7 @@ the task's final save at the top level (the best model when `load_best_model_at_
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import gc
 import json
@@ -209,6 +210,29 @@ def parse_recipe(
             raise ValueError(f"{recipe}: unknown keys {unknown}")
         parser.set_defaults(**values)
     return parser.parse_args_into_dataclasses(args=list(overrides), look_for_args_file=False)
+
+
+def add_recipe_arguments(
+    parser: argparse.ArgumentParser, dataclass_types: Sequence[type], example: str
+) -> None:
+    """The arguments of a `train-*` command: a recipe, then `--key value` overrides of its keys, listed in the
+    help as `--kebab-case` flags (the `--snake_case` spelling of each key works too)."""
+    flags = [
+        (f"--{f.name.replace('_', '-')}", f.metadata.get("help", ""))
+        for dataclass_type in dataclass_types
+        for f in dataclasses.fields(dataclass_type)
+    ]
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = (
+        "recipe keys, each overridable as a flag (--snake_case spellings work too):\n"
+        + "\n".join(f"  {flag:<32} {text}".rstrip() for flag, text in flags)
+    )
+    parser.add_argument("recipe", help=f"recipe YAML of `key: value` lines (e.g. {example})")
+    parser.add_argument(
+        "overrides",
+        nargs=argparse.REMAINDER,
+        help="`--key value` overrides of recipe keys; `--resume` continues from the latest checkpoint",
+    )
 
 
 def resolve_model_path(name_or_path: str) -> str:
