@@ -28,6 +28,23 @@ def _passage_key(passage: dict) -> tuple[str, ...]:
     )
 
 
+class PassagePool:
+    """Passages in first-seen order, each once: a paragraph shared by two questions is encoded once, and a
+    question's positive is never among its own negatives."""
+
+    def __init__(self) -> None:
+        self.passages: list[dict] = []
+        self._index: dict[tuple[str, ...], int] = {}
+
+    def add(self, passage: dict) -> int:
+        """The passage's position in the pool (added if new)."""
+        key = _passage_key(passage)
+        if key not in self._index:
+            self._index[key] = len(self.passages)
+            self.passages.append(passage)
+        return self._index[key]
+
+
 @dataclass
 class RetrieverCollator:
     """DPR's bi-encoder batch: each question with one positive, `num_hard_negatives` hard negatives and
@@ -85,22 +102,14 @@ class RetrieverCollator:
         return positive, negatives
 
     def __call__(self, examples: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        passages: list[dict] = []
-        index: dict[tuple[str, ...], int] = {}
+        pool = PassagePool()
         positive_idx = []
-
-        def add(passage: dict) -> int:
-            key = _passage_key(passage)
-            if key not in index:
-                index[key] = len(passages)
-                passages.append(passage)
-            return index[key]
-
         for example in examples:
             positive, negatives = self.select(example)
-            positive_idx.append(add(positive))
+            positive_idx.append(pool.add(positive))
             for negative in negatives:
-                add(negative)
+                pool.add(negative)
+        passages = pool.passages
         questions = format_questions(
             self.tokenizer, [e["question"] for e in examples], max_length=self.question_max_length
         )

@@ -21,7 +21,7 @@ from accelerate import Accelerator
 from torch import nn
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from ..data.collators import RetrieverCollator, _passage_key
+from ..data.collators import PassagePool, RetrieverCollator
 from ..encoding import encode
 from ..losses import in_batch_nll_loss, similarity_scores
 from ..losses.retriever import SIMILARITIES
@@ -302,40 +302,30 @@ def evaluate_dev_pool(
     selector = RetrieverCollator(
         tokenizer, args.num_hard_negatives, args.num_other_negatives, shuffle_negatives=False
     )
-    pool: list[dict] = []
-    index: dict[tuple[str, ...], int] = {}
-
-    def add(passage: dict) -> int:
-        key = _passage_key(passage)
-        if key not in index:
-            index[key] = len(pool)
-            pool.append(passage)
-        return index[key]
-
+    pool = PassagePool()
     positives, batch_negatives = [], []
     for example in examples:
         positive, negatives = selector.select(example)
-        positives.append(add(positive))
-        batch_negatives.append([add(p) for p in negatives])
+        positives.append(pool.add(positive))
+        batch_negatives.append([pool.add(p) for p in negatives])
         hard = example.get("hard_negative_ctxs") or []
         for passage in hard[: args.eval_rank_hard_negatives]:
-            add(passage)
+            pool.add(passage)
         for passage in (example.get("negative_ctxs") or [])[: args.eval_rank_other_negatives]:
-            add(passage)
+            pool.add(passage)
 
-    questions = [e["question"] for e in examples]
     q_vectors = encode(
         question_encoder,
         tokenizer,
-        questions,
+        [e["question"] for e in examples],
         batch_size=encode_batch_size,
         max_length=args.question_max_length,
     )
     p_vectors = encode(
         passage_encoder,
         tokenizer,
-        [p["text"] for p in pool],
-        [p.get("title") or "" for p in pool],
+        [p["text"] for p in pool.passages],
+        [p.get("title") or "" for p in pool.passages],
         batch_size=encode_batch_size,
         max_length=args.passage_max_length,
     )
@@ -367,7 +357,7 @@ def evaluate_dev_pool(
         "accuracy": correct / len(examples),
         "average_rank": average_rank,
         "num_questions": len(examples),
-        "num_passages": len(pool),
+        "num_passages": len(pool.passages),
     }
 
 
