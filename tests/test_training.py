@@ -20,7 +20,7 @@ from dpr_hf import PassageEncoder, PassageEncoderConfig, QuestionEncoder, Questi
 from dpr_hf.cli import main as cli_main
 from dpr_hf.data import save_retriever_json
 from dpr_hf.data.collators import RetrieverCollator
-from dpr_hf.training.engine import Trainer, TrainingArguments, parse_recipe
+from dpr_hf.training import Trainer, TrainingArguments, parse_recipe
 from dpr_hf.training.reader import ReaderArguments
 from dpr_hf.training.retriever import RetrieverArguments, RetrieverTask
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..training.engine import TrainingArguments, add_recipe_arguments, parse_recipe
+from ..training.arguments import TrainingArguments, add_recipe_arguments, parse_recipe
 from ..training.reader import ReaderArguments, train_reader
 
 

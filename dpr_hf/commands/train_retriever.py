@@ -6,7 +6,7 @@ import argparse
 
 from accelerate import PartialState
 
-from ..training.engine import TrainingArguments, add_recipe_arguments, parse_recipe
+from ..training.arguments import TrainingArguments, add_recipe_arguments, parse_recipe
 from ..training.retriever import RetrieverArguments, train_retriever
 
 

@@ -24,7 +24,8 @@ from ..losses import reader_loss
 from ..models.configuration import ExtractiveReaderConfig
 from ..models.modeling import ExtractiveReader
 from ..models.tokenization import tokenizer_fingerprint
-from .engine import Trainer, TrainingArguments, TrainingTask, resolve_model_path, seeded_subset
+from .arguments import TrainingArguments, resolve_model_path, seeded_subset
+from .engine import Trainer, TrainingTask
 
 
 @dataclass

@@ -27,7 +27,8 @@ from ..losses import in_batch_nll_loss, similarity_scores
 from ..losses.retriever import SIMILARITIES
 from ..models.modeling import PassageEncoder, QuestionEncoder
 from ..models.pair import is_encoder_pair, load_encoder_pair, save_encoder_pair
-from .engine import Trainer, TrainingArguments, TrainingTask, resolve_model_path, seeded_subset
+from .arguments import TrainingArguments, resolve_model_path, seeded_subset
+from .engine import Trainer, TrainingTask
 
 
 @dataclass
