@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
@@ -486,3 +487,14 @@ def test_train_commands_named_in_readme_parse():
             key = flag[2:].replace("-", "_")
             parsed = getattr(task_args, key, getattr(training_args, key, None))
             assert str(parsed) == value or parsed == type(parsed)(value), (command, flag)
+
+
+def test_old_path_of_the_renamed_dev_evaluation_still_resolves():
+    """`evaluate_retriever` of training became `evaluate_dev_pool` (the evaluation package's `evaluate_retriever`
+    does something else); dpr_hf 0.1's path keeps the old name for one release."""
+    from dpr_hf.training.retriever import evaluate_dev_pool
+
+    sys.modules.pop("dpr_hf.retriever_training", None)  # imported afresh, whatever ran before
+    with pytest.warns(DeprecationWarning, match="retriever_training"):
+        old = importlib.import_module("dpr_hf.retriever_training")
+    assert old.evaluate_retriever is evaluate_dev_pool
