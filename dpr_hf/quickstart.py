@@ -73,7 +73,7 @@ def _write_base_pair(path: Path) -> None:
     from transformers import AutoTokenizer
 
     from .models.modeling import PassageEncoder, QuestionEncoder
-    from .training import resolve_model_path
+    from .training.engine import resolve_model_path
 
     if (path / "passage_encoder" / "config.json").exists():
         return

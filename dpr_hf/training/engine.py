@@ -49,7 +49,17 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from ..atomic import replace_folder, staged_file, staged_folder
-from .arguments import TrainingArguments
+from .arguments import TrainingArguments, parse_recipe, resolve_model_path
+
+# parse_recipe / resolve_model_path live in arguments.py; code written against engine.py keeps importing them here
+__all__ = [
+    "Trainer",
+    "TrainerState",
+    "TrainingArguments",
+    "TrainingTask",
+    "parse_recipe",
+    "resolve_model_path",
+]
 
 CHECKPOINT_PREFIX = "step_"
 STATE_FILE = "trainer_state.json"
