@@ -101,13 +101,14 @@ class RetrieverArguments:
 
 
 def load_encoders(
-    model_name_or_path: str, pooling: str = "cls", projection_dim: int = 0
+    model_name_or_path: str, pooling: str = "cls", projection_dim: int = 0, normalize: bool = False
 ) -> tuple[QuestionEncoder, PassageEncoder, PreTrainedTokenizerBase]:
-    """An encoder pair and its tokenizer: loaded from a pair folder, or built from a backbone (two copies)."""
+    """An encoder pair and its tokenizer: loaded from a pair folder (as saved), or built from a backbone (two
+    copies, with the given options)."""
     path = resolve_model_path(model_name_or_path)
     if is_encoder_pair(path):
         return load_encoder_pair(path, dtype=torch.float32)
-    options = {"pooling": pooling, "projection_dim": projection_dim}
+    options = {"pooling": pooling, "projection_dim": projection_dim, "normalize": normalize}
     return (
         QuestionEncoder.from_backbone(path, **options),
         PassageEncoder.from_backbone(path, **options),
