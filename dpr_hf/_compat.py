@@ -36,6 +36,12 @@ MOVED: dict[str, tuple[str, ...]] = {
     "dpr_hf.reader_evaluation": ("dpr_hf.evaluation.reader",),
 }
 
+# (old module, old name) -> its new name, where the move also renamed it
+RENAMED: dict[tuple[str, str], str] = {
+    # the dev-set validation of retriever training; dpr_hf.evaluation.retrieval.evaluate_retriever is another thing
+    ("dpr_hf.retriever_training", "evaluate_retriever"): "evaluate_dev_pool",
+}
+
 
 class MovedModule(types.ModuleType):
     """An old module path: attribute lookups go to the modules that own the names now."""
@@ -43,6 +49,7 @@ class MovedModule(types.ModuleType):
     __targets__: tuple[str, ...] = ()
 
     def __getattr__(self, name: str) -> Any:
+        name = RENAMED.get((self.__name__, name), name)
         for target in self.__targets__:
             module = importlib.import_module(target)
             if hasattr(module, name):

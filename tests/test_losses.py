@@ -42,6 +42,21 @@ def test_cosine_temperature_loss_matches_hand_computation():
     assert loss.item() == pytest.approx(_nll([c / 0.5 for c in cosines], 1), abs=1e-6)
 
 
+def test_cosine_of_vectors_already_normalised_is_their_dot_product():
+    """Encoders with normalize=True output unit vectors: the training loss scores them without normalising twice."""
+    q = torch.tensor([[3.0, 0.0]])
+    p = torch.tensor([[2.0, 0.0], [1.0, 1.0]])
+    raw = similarity_scores(q, p, "cosine", 0.5, normalized=True)
+    torch.testing.assert_close(raw, q @ p.T / 0.5)  # taken as given: not normalised
+    unit_q, unit_p = torch.nn.functional.normalize(q, dim=-1), torch.nn.functional.normalize(p, dim=-1)
+    torch.testing.assert_close(
+        similarity_scores(unit_q, unit_p, "cosine", 0.5, normalized=True),
+        similarity_scores(q, p, "cosine", 0.5),
+    )
+    loss = in_batch_nll_loss(unit_q, unit_p, torch.tensor([1]), "cosine", 0.5, normalized=True)
+    assert loss.item() == pytest.approx(_nll([1.0 / 0.5, (1 / math.sqrt(2)) / 0.5], 1), abs=1e-6)
+
+
 def test_rejects_unknown_similarity_and_mismatched_positives():
     with pytest.raises(ValueError, match="similarity"):
         similarity_scores(torch.ones(1, 2), torch.ones(1, 2), similarity="l2")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
@@ -20,7 +21,8 @@ from dpr_hf import PassageEncoder, PassageEncoderConfig, QuestionEncoder, Questi
 from dpr_hf.cli import main as cli_main
 from dpr_hf.data import save_retriever_json
 from dpr_hf.data.collators import RetrieverCollator
-from dpr_hf.training.engine import Trainer, TrainingArguments, parse_recipe
+from dpr_hf.training import Trainer, TrainingArguments, parse_recipe
+from dpr_hf.training.reader import ReaderArguments
 from dpr_hf.training.retriever import RetrieverArguments, RetrieverTask
 
 REPO = Path(__file__).resolve().parents[1]
@@ -373,3 +375,126 @@ def test_minilm_training_on_squad_improves_dev_loss_and_average_rank(tmp_path):
         assert (config["normalize"], config["temperature"]) == (True, 0.05)
     saved = json.loads((tmp_path / "out" / "training_args.json").read_text())
     assert saved["pooling"] == "mean" and saved["learning_rate"] == 5e-5
+
+
+# ---------------------------------------------------------------------------------------------------- trackers
+def test_report_to_tensorboard_writes_event_files_with_the_loss(tmp_path, tokenizer, tiny_bert_config):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    torch.manual_seed(0)
+    question_encoder = QuestionEncoder(QuestionEncoderConfig(encoder=tiny_bert_config))
+    passage_encoder = PassageEncoder(PassageEncoderConfig(encoder=tiny_bert_config))
+    rows = _examples(12)
+    args = RetrieverArguments(question_max_length=16, passage_max_length=24)
+    task = RetrieverTask(
+        args,
+        question_encoder,
+        passage_encoder,
+        tokenizer,
+        Dataset.from_list(rows[:8]),
+        Dataset.from_list(rows[8:]),
+    )
+    training = TrainingArguments(
+        output_dir=str(tmp_path),
+        max_steps=2,
+        per_device_train_batch_size=4,
+        logging_steps=1,
+        report_to="tensorboard",
+        disable_tqdm=True,
+    )
+    metrics = Trainer(task, training).train()
+    assert list((tmp_path / "runs").glob("events.out.tfevents.*"))
+    events = EventAccumulator(str(tmp_path / "runs"))
+    events.Reload()
+    losses = [(e.step, e.value) for e in events.Scalars("train/loss")]
+    expected = [(r["step"], r["loss"]) for r in metrics["log_history"] if "loss" in r]
+    assert [step for step, _ in losses] == [step for step, _ in expected] == [1, 2]
+    assert [value for _, value in losses] == pytest.approx([value for _, value in expected], rel=1e-5)
+    assert [e.step for e in events.Scalars("eval/loss")] == [2]
+    assert "train/learning_rate" in events.Tags()["scalars"]
+
+
+def test_report_to_takes_lists_and_comma_strings_and_refuses_unknown_trackers():
+    assert TrainingArguments(report_to="none").report_to == []
+    assert TrainingArguments(report_to="tensorboard,wandb").report_to == ["tensorboard", "wandb"]
+    assert TrainingArguments(report_to=["tensorboard"]).report_to == ["tensorboard"]
+    assert TrainingArguments().report_to == []
+    with pytest.raises(ValueError, match="tensorbored"):
+        TrainingArguments(report_to="tensorbored")
+
+
+# -------------------------------------------------------------------------------------------- one CLI dialect
+def _flag_value(name: str, default) -> str:
+    """A valid command-line value for a recipe key, other than its default."""
+    special = {
+        "similarity": "cosine",
+        "mixed_precision": "bf16",
+        "report_to": "tensorboard",
+        "pooling": "mean",
+    }
+    if name in special:
+        return special[name]
+    if isinstance(default, bool) or name == "greater_is_better":
+        return "false" if default else "true"
+    if isinstance(default, float) or name == "temperature":
+        return "0.25"
+    if isinstance(default, int) or name.endswith(("_length", "_samples")):
+        return str((default or 0) + 3)
+    return "x"
+
+
+@pytest.mark.parametrize(
+    "types", [(RetrieverArguments, TrainingArguments), (ReaderArguments, TrainingArguments)]
+)
+def test_every_train_flag_takes_kebab_case_and_snake_case_alike(types):
+    import dataclasses
+
+    for dataclass_type in types:
+        for f in dataclasses.fields(dataclass_type):
+            default = None if f.default is dataclasses.MISSING else f.default
+            value = _flag_value(f.name, default)
+            snake = parse_recipe(types, None, [f"--{f.name}", value])
+            kebab = parse_recipe(types, None, [f"--{f.name.replace('_', '-')}", value])
+            assert snake == kebab, f.name
+            assert snake != parse_recipe(types, None, []), f.name  # the flag set something
+    flags = [
+        "--learning-rate",
+        "3e-4",
+        "--resume",
+        "--no-load-best-model-at-end",
+        "--report-to",
+        "tensorboard",
+    ]
+    kebab = parse_recipe(types, None, flags)
+    assert kebab == parse_recipe(
+        types, None, [f"--{f[2:].replace('-', '_')}" if f.startswith("--") else f for f in flags]
+    )
+    assert (kebab[1].learning_rate, kebab[1].resume, kebab[1].load_best_model_at_end) == (3e-4, True, False)
+
+
+def test_train_commands_named_in_readme_parse():
+    """Every `dpr-hf train-*` command of README (flags in either spelling) parses to the values it names."""
+    import shlex
+
+    text = (REPO / "README.md").read_text().replace("\\\n", " ")
+    commands = [line.strip() for line in text.splitlines() if line.strip().startswith("dpr-hf train-")]
+    assert len(commands) >= 2
+    for command in commands:
+        _, name, recipe, *overrides = shlex.split(command)
+        types = (RetrieverArguments if name == "train-retriever" else ReaderArguments, TrainingArguments)
+        task_args, training_args = parse_recipe(types, REPO / recipe, overrides)
+        for flag, value in zip(overrides[::2], overrides[1::2], strict=True):
+            key = flag[2:].replace("-", "_")
+            parsed = getattr(task_args, key, getattr(training_args, key, None))
+            assert str(parsed) == value or parsed == type(parsed)(value), (command, flag)
+
+
+def test_old_path_of_the_renamed_dev_evaluation_still_resolves():
+    """`evaluate_retriever` of training became `evaluate_dev_pool` (the evaluation package's `evaluate_retriever`
+    does something else); dpr_hf 0.1's path keeps the old name for one release."""
+    from dpr_hf.training.retriever import evaluate_dev_pool
+
+    sys.modules.pop("dpr_hf.retriever_training", None)  # imported afresh, whatever ran before
+    with pytest.warns(DeprecationWarning, match="retriever_training"):
+        old = importlib.import_module("dpr_hf.retriever_training")
+    assert old.evaluate_retriever is evaluate_dev_pool

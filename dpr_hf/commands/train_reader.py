@@ -8,20 +8,20 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..training.arguments import TrainingArguments, add_recipe_arguments, parse_recipe
+from ..training.reader import ReaderArguments, train_reader
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("recipe", help="YAML recipe (e.g. recipes/quickstart/reader.yaml)")
-    parser.add_argument(
-        "overrides",
-        nargs=argparse.REMAINDER,
-        help="`--key value` overrides of recipe keys; `--resume` continues from the latest checkpoint",
+    parser.description = (
+        "Train an extractive reader (DPR's passage selection + answer span loss). Settings come from the recipe "
+        "YAML; any of them can be overridden as `--key value` after it (`--resume` continues from the latest "
+        "checkpoint)."
     )
+    add_recipe_arguments(parser, (ReaderArguments, TrainingArguments), "recipes/quickstart/reader.yaml")
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..training.engine import TrainingArguments, parse_recipe
-    from ..training.reader import ReaderArguments, train_reader
-
     reader_args, training_args = parse_recipe(
         (ReaderArguments, TrainingArguments), args.recipe, args.overrides
     )

@@ -3,25 +3,21 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 
 from accelerate import PartialState
 
-from ..training.engine import TrainingArguments, parse_recipe
+from ..training.arguments import TrainingArguments, add_recipe_arguments, parse_recipe
 from ..training.retriever import RetrieverArguments, train_retriever
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    keys = [f.name for dc in (RetrieverArguments, TrainingArguments) for f in dataclasses.fields(dc)]
     parser.description = (
         "Train question and passage encoders with DPR's in-batch negative loss. Settings come from the recipe "
         "YAML; any of them can be overridden as `--key value` after it (`--resume` continues from the latest "
         "checkpoint). Several processes: `accelerate launch --multi_gpu --num_processes N -m dpr_hf.cli "
         "train-retriever ...` on GPUs, `torchrun --nproc_per_node N -m dpr_hf.cli train-retriever ...` on CPUs."
     )
-    parser.epilog = "keys: " + ", ".join(keys)
-    parser.add_argument("recipe", help="recipe YAML (e.g. recipes/quickstart/retriever.yaml)")
-    parser.add_argument("overrides", nargs=argparse.REMAINDER, help="--key value pairs overriding the recipe")
+    add_recipe_arguments(parser, (RetrieverArguments, TrainingArguments), "recipes/quickstart/retriever.yaml")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -14,11 +14,35 @@ from transformers import PreTrainedTokenizerBase
 from ..models.tokenization import PASSAGE_MAX_LENGTH, QUESTION_MAX_LENGTH, format_passages, format_questions
 
 
+def seeded_rng(seed: int, epoch: int, question: str) -> random.Random:
+    """The sampler of one question's passages in one epoch: independent of global random state and of batch
+    order, so a resumed run (or another process) draws exactly the same passages."""
+    digest = hashlib.sha256(f"{seed}\0{epoch}\0{question}".encode()).digest()
+    return random.Random(int.from_bytes(digest[:8], "little"))
+
+
 def _passage_key(passage: dict) -> tuple[str, ...]:
     """Identity of a passage within a batch: its id, or its title and text when it has none."""
     return (
         ("id", passage["id"]) if passage.get("id") else ("text", passage.get("title") or "", passage["text"])
     )
+
+
+class PassagePool:
+    """Passages in first-seen order, each once: a paragraph shared by two questions is encoded once, and a
+    question's positive is never among its own negatives."""
+
+    def __init__(self) -> None:
+        self.passages: list[dict] = []
+        self._index: dict[tuple[str, ...], int] = {}
+
+    def add(self, passage: dict) -> int:
+        """The passage's position in the pool (added if new)."""
+        key = _passage_key(passage)
+        if key not in self._index:
+            self._index[key] = len(self.passages)
+            self.passages.append(passage)
+        return self._index[key]
 
 
 @dataclass
@@ -58,10 +82,6 @@ class RetrieverCollator:
         """Draw different negatives (and positives, if shuffled) every epoch."""
         self.epoch = epoch
 
-    def _rng(self, question: str) -> random.Random:
-        digest = hashlib.sha256(f"{self.seed}\0{self.epoch}\0{question}".encode()).digest()
-        return random.Random(int.from_bytes(digest[:8], "little"))
-
     def _pick(self, rng: random.Random, passages: Sequence[dict], count: int, shuffle: bool) -> list[dict]:
         if count <= 0 or not passages:
             return []
@@ -71,7 +91,7 @@ class RetrieverCollator:
         """The positive and the negatives of one example (what DPR's `create_biencoder_input` picks)."""
         if not example["positive_ctxs"]:
             raise ValueError(f"question {example['question']!r} has no positive passage")
-        rng = self._rng(example["question"])
+        rng = seeded_rng(self.seed, self.epoch, example["question"])
         positive = (
             rng.choice(example["positive_ctxs"]) if self.shuffle_positives else example["positive_ctxs"][0]
         )
@@ -82,22 +102,14 @@ class RetrieverCollator:
         return positive, negatives
 
     def __call__(self, examples: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        passages: list[dict] = []
-        index: dict[tuple[str, ...], int] = {}
+        pool = PassagePool()
         positive_idx = []
-
-        def add(passage: dict) -> int:
-            key = _passage_key(passage)
-            if key not in index:
-                index[key] = len(passages)
-                passages.append(passage)
-            return index[key]
-
         for example in examples:
             positive, negatives = self.select(example)
-            positive_idx.append(add(positive))
+            positive_idx.append(pool.add(positive))
             for negative in negatives:
-                add(negative)
+                pool.add(negative)
+        passages = pool.passages
         questions = format_questions(
             self.tokenizer, [e["question"] for e in examples], max_length=self.question_max_length
         )

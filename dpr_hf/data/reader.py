@@ -10,7 +10,6 @@ cannot be used are counted and reported, never dropped silently.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import random
@@ -29,6 +28,7 @@ from ..evaluation.metrics import has_answer
 from ..models.errors import DPRDataError
 from ..models.tokenization import READER_MAX_LENGTH, encode_reader_inputs
 from ._io import base_suffix, build_dataset, file_fingerprint, read_json, resolve_source
+from .collators import seeded_rng
 from .schema import Where, get_answers, get_id, get_string, normalize_passage, require_mapping
 from .squad import is_squad, iter_answerable, iter_squad
 
@@ -406,8 +406,7 @@ class ReaderCollator:
         rows = []  # per question: list of (input_ids, span_mask), positive first
         spans = []
         for feature in features:
-            digest = hashlib.sha256(f"{self.seed}\0{self.epoch}\0{feature['question']}".encode()).digest()
-            rng = random.Random(int.from_bytes(digest[:8], "little"))
+            rng = seeded_rng(self.seed, self.epoch, feature["question"])
             positive = self._pick(rng, len(feature["positive_input_ids"]), 1)[0]
             negatives = self._pick(rng, len(feature["negative_input_ids"]), self.passages_per_question - 1)
             rows.append(

@@ -16,6 +16,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from ..atomic import staged_file
 from ..models.errors import MismatchError
 from ..models.modeling import ExtractiveReader
 from ..reader.decoding import check_reader_tokenizer, score_passages
@@ -124,9 +125,8 @@ def load_reader(path: str | os.PathLike) -> tuple[ExtractiveReader, PreTrainedTo
 
 def write_json(data: object, path: Path) -> None:
     """Write JSON atomically: a reader of `path` never sees half a file."""
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    temporary.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(temporary, path)
+    with staged_file(path) as temporary:
+        temporary.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def evaluate_reader_on_results(

