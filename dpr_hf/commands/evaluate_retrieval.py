@@ -37,6 +37,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--depth", type=int, default=200, help="hits per retriever fused by hybrid (200)")
     parser.add_argument(
+        "--stemmer",
+        help="bm25 built here from passages: PyStemmer language to stem with, e.g. english (default: none); "
+        "a saved BM25 folder uses the stemmer it was built with",
+    )
+    parser.add_argument(
         "--batch-size", type=int, default=128, help="questions/passages encoded at once (128)"
     )
     parser.add_argument(
@@ -58,7 +63,7 @@ def _bm25(args: argparse.Namespace):
     from ..retrieval.bm25 import CONFIG_NAME, BM25Retriever
 
     if args.passages:
-        return BM25Retriever.from_passages(load_passages(args.passages))
+        return BM25Retriever.from_passages(load_passages(args.passages), stemmer=args.stemmer)
     folder = Path(args.index)
     for candidate in (folder, folder / "bm25"):
         if (candidate / CONFIG_NAME).is_file():
@@ -66,7 +71,7 @@ def _bm25(args: argparse.Namespace):
     passages = folder / "index" / "passages" if (folder / "index").is_dir() else folder / "passages"
     if not passages.is_dir():
         raise FileNotFoundError(f"{folder} holds neither a BM25 index nor a PassageIndex with passages/")
-    return BM25Retriever.from_passages(load_from_disk(str(passages)))
+    return BM25Retriever.from_passages(load_from_disk(str(passages)), stemmer=args.stemmer)
 
 
 def _dense(args: argparse.Namespace):
