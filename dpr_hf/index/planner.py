@@ -122,7 +122,7 @@ def family_of(factory: str) -> str | None:
 
 
 def _factory_numbers(factory: str) -> tuple[int, int]:
-    """(nlist, PQ sub-quantizers or 0) of an IVF factory, (0, 0) otherwise; HNSW's M comes first for HNSW."""
+    """The first two numbers of a factory string: (nlist, PQ sub-quantizers or 0) for IVF, (M, 0) for HNSW."""
     numbers = [int(n) for n in re.findall(r"\d+", factory)]
     return (numbers + [0, 0])[0], (numbers + [0, 0])[1]
 
@@ -165,7 +165,7 @@ def estimate(factory: str, num_passages: int, dim: int, passage_bytes: int = PAS
         index = vector * n
         build = index + 2 * ADD_BATCH * vector  # one batch as numpy and as FAISS's input copy
     elif family == "HNSW":
-        m = int(re.findall(r"\d+", factory)[0])
+        m, _ = _factory_numbers(factory)
         # level 0: 2*M neighbour ids (4 B each); upper levels (1/M of the vectors) and the level table ~16 B
         index = (vector + 2 * m * 4 + 16) * n
         build = index + vector * n  # all vectors handed over in one add: one transient numpy copy
