@@ -2,11 +2,13 @@
 
 A system goes up as one repo (the folder as saved, plus its card). On request the two encoders and the reader also
 go up as their own repos (`{repo_id}-question-encoder`, `{repo_id}-passage-encoder`, `{repo_id}-reader`), as the
-original DPR checkpoints were published, each card naming its partner tower.
+original DPR checkpoints were published, each card naming its partner tower. A folder over 1 GB or 1,000 files
+(a system with a big index) goes up through the Hub's large-folder upload: several commits, resumable by rerunning.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -70,6 +72,10 @@ DPR_CITATION = """@inproceedings{karpukhin-etal-2020-dense,
     pages = "6769--6781",
 }"""
 _REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+# Above either, one commit is at risk (the Hub caps a commit's size and file count; a failure late in a one-commit
+# upload loses all of it), so the folder goes up through the large-folder upload instead.
+LARGE_FOLDER_BYTES = 1_000_000_000
+LARGE_FOLDER_FILES = 1_000
 
 
 def part_repo_ids(repo_id: str, separate_encoders: bool = False) -> dict[str, str]:
@@ -242,6 +248,42 @@ def _stage(source: Path, target: Path) -> None:
     shutil.copytree(source, target, copy_function=link_or_copy)
 
 
+def folder_contents(folder: str | os.PathLike) -> tuple[list[str], int]:
+    """The files an upload of `folder` sends (relative paths, sorted) and their total size in bytes."""
+    folder = Path(folder)
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    return [str(p.relative_to(folder)) for p in files], sum(p.stat().st_size for p in files)
+
+
+def is_large_folder(num_files: int, num_bytes: int) -> bool:
+    return num_bytes > LARGE_FOLDER_BYTES or num_files > LARGE_FOLDER_FILES
+
+
+def upload(api: HfApi, repo_id: str, folder: Path, commit_message: str) -> Any:
+    """Upload one staged folder, saying first how many files and bytes go up, and how.
+
+    A large folder uses `upload_large_folder` where this huggingface_hub has it (before 2.0); from 1.20 on,
+    `upload_folder` itself commits a large folder in batches and resumes a rerun when hf_xet is installed (2.0
+    dropped `upload_large_folder` for it), so there it needs hf_xet.
+    """
+    files, num_bytes = folder_contents(folder)
+    large = is_large_folder(len(files), num_bytes)
+    method = "upload_large_folder" if large and hasattr(api, "upload_large_folder") else "upload_folder"
+    if large and method == "upload_folder" and importlib.util.find_spec("hf_xet") is None:
+        raise RuntimeError(
+            f"{folder.name}: {len(files)} files, {num_bytes / 1e9:.2f} GB is a large upload, which this "
+            "huggingface_hub splits into resumable commits only with hf_xet: pip install hf_xet"
+        )
+    print(
+        f"uploading {len(files)} files, {num_bytes / 1e9:.3f} GB ({num_bytes} bytes) to {repo_id} with {method}"
+        + (" (resumable: rerun the same command if it stops)" if large else ""),
+        flush=True,
+    )
+    if method == "upload_large_folder":
+        return api.upload_large_folder(repo_id=repo_id, folder_path=folder, repo_type="model")
+    return api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=commit_message)
+
+
 def push_system(
     system_dir: str | os.PathLike,
     repo_id: str,
@@ -255,7 +297,8 @@ def push_system(
 
     With `separate_encoders=True`, the question encoder, passage encoder and reader also get their own repos
     (see `part_repo_ids`), each with its `training_args.json` and card. `card_kwargs` go to `render_card`
-    (`license`, `datasets`, `base_model`, `eval_dataset`). Returns each part's `upload_folder` result.
+    (`license`, `datasets`, `base_model`, `eval_dataset`). Prints each part's file count and bytes before its
+    upload starts (see `upload`). Returns each part's upload result.
     """
     folder = Path(system_dir)
     config = _read_json(folder / "config.json")
@@ -284,7 +327,5 @@ def push_system(
             (stage / "README.md").unlink(missing_ok=True)
             render_card(folder, part, repos, **card_kwargs).save(stage / "README.md")
             api.create_repo(part_repo, private=private, exist_ok=True)
-            results[part] = api.upload_folder(
-                repo_id=part_repo, folder_path=stage, commit_message=commit_message
-            )
+            results[part] = upload(api, part_repo, stage, commit_message)
     return results

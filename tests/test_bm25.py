@@ -96,3 +96,48 @@ def test_save_refuses_foreign_folder_and_load_checks_counts(retriever, tmp_path)
     (folder / CONFIG_NAME).write_text(json.dumps(config))
     with pytest.raises(MismatchError):
         BM25Retriever.load(folder)
+
+
+# ------------------------------------------------------------------------------------------------------ at scale
+def test_chunked_tokenisation_builds_the_same_index(retriever, squad_dev):
+    passages, questions = squad_dev
+    chunked = BM25Retriever().build(passages, chunk_size=97)  # the paragraphs in uneven chunks
+    assert chunked.tokenizer.get_vocab_dict() == retriever.tokenizer.get_vocab_dict()
+    for name in ("data", "indices", "indptr"):
+        assert (chunked.model.scores[name] == retriever.model.scores[name]).all()
+    some = questions["question"][:30]
+    assert chunked.search(some, k=10) == retriever.search(some, k=10)
+
+
+def test_threaded_search_equals_one_thread(squad_dev):
+    passages, questions = squad_dev
+    threaded = BM25Retriever(n_threads=4).build(passages)
+    single = BM25Retriever(n_threads=0).build(passages)
+    many = questions["question"][:130]  # bm25s hands threads 50 questions each: three chunks
+    assert threaded.search(many, k=20) == single.search(many, k=20)
+
+
+def test_stemmer_matches_inflections_and_is_saved_with_the_index(squad_dev, tmp_path):
+    corpus = datasets.Dataset.from_list(
+        [
+            {"id": "a", "title": "", "text": "the knights were riding horses to rouen"},
+            {"id": "b", "title": "", "text": "a list of the kings of france"},
+        ]
+    )
+    plain = BM25Retriever.from_passages(corpus)
+    stemmed = BM25Retriever.from_passages(corpus, stemmer="english")
+    assert plain.search(["which knight rode a horse"], k=2) == [[]]  # no exact word in common
+    assert [hit["id"] for hit in stemmed.search(["which knight rode a horse"], k=2)[0]] == ["a"]
+    stemmed.save(tmp_path / "bm25")
+    assert json.loads((tmp_path / "bm25" / CONFIG_NAME).read_text())["stemmer"] == "english"
+    loaded = BM25Retriever.load(tmp_path / "bm25")
+    assert loaded.stemmer == "english"
+    assert loaded.search(["riding kings"], k=2) == stemmed.search(["riding kings"], k=2)
+    # A folder from before stemming existed (no "stemmer" key) loads unstemmed.
+    plain.save(tmp_path / "old")
+    config = json.loads((tmp_path / "old" / CONFIG_NAME).read_text())
+    del config["stemmer"]
+    (tmp_path / "old" / CONFIG_NAME).write_text(json.dumps(config))
+    assert BM25Retriever.load(tmp_path / "old").stemmer is None
+    with pytest.raises(ValueError, match="no PyStemmer stemmer 'klingon'"):
+        BM25Retriever(stemmer="klingon")

@@ -12,11 +12,12 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from datasets import load_from_disk
 from huggingface_hub import HfApi, ModelCard
 from tiny_qa_system import build_tiny_system
 
 from dpr_hf.cli import main as cli_main
-from dpr_hf.hub import DPR_CITATION, push_system, render_card
+from dpr_hf.hub import DPR_CITATION, LARGE_FOLDER_BYTES, LARGE_FOLDER_FILES, push_system, render_card
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +53,10 @@ def uploads(monkeypatch) -> list[dict]:
                 "repo_id": repo_id,
                 "private": created[repo_id],
                 "files": _files(folder),
+                "bytes": sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()),
+                "passage_columns": load_from_disk(str(folder / "index" / "passages")).column_names
+                if (folder / "index" / "passages").is_dir()
+                else None,
                 "readme": (folder / "README.md").read_text(),
                 "training_args": (folder / "training_args.json").read_text()
                 if (folder / "training_args.json").exists()
@@ -107,6 +112,70 @@ def test_push_uploads_the_system_folder_and_its_card(system_dir, uploads):
         DPR_CITATION,
     ):
         assert expected in body, expected
+
+
+def test_push_says_what_it_uploads_and_the_index_goes_up_without_raw_vectors(system_dir, uploads, capsys):
+    push_system(system_dir, "me/dpr-tiny")
+    [call] = uploads
+    expected_bytes = sum(p.stat().st_size for p in system_dir.rglob("*") if p.is_file()) + len(
+        call["readme"].encode()
+    )
+    assert call["bytes"] == expected_bytes
+    printed = capsys.readouterr().out
+    assert (
+        f"uploading {len(call['files'])} files, {expected_bytes / 1e9:.3f} GB ({expected_bytes} bytes) "
+        "to me/dpr-tiny with upload_folder\n"
+    ) in printed
+    # The vectors go up once, inside index.faiss: passages/ carries no float32 embeddings column.
+    assert call["passage_columns"] == ["id", "title", "text"]
+    assert "index/index.faiss" in call["files"]
+
+
+def _big_system(system_dir: Path, tmp_path: Path, by: str) -> Path:
+    """The tiny system plus files that make it large: one sparse file just over the byte limit, or many files."""
+    folder = tmp_path / "system"
+    shutil.copytree(system_dir, folder)
+    if by == "bytes":
+        with open(folder / "index" / "big.bin", "wb") as handle:
+            handle.truncate(LARGE_FOLDER_BYTES + 1)  # sparse: no disk used, hard-linked when staged
+    else:
+        (folder / "many").mkdir()
+        for i in range(LARGE_FOLDER_FILES):
+            (folder / "many" / f"{i}.txt").write_text(str(i))
+    return folder
+
+
+@pytest.mark.parametrize("by", ["bytes", "files"])
+def test_large_folder_goes_up_through_the_large_folder_upload(
+    system_dir, tmp_path, uploads, monkeypatch, capsys, by
+):
+    folder = _big_system(system_dir, tmp_path, by)
+    files = _files(folder) | {"README.md"}
+    # huggingface_hub >= 2.0 (installed here): upload_folder is the large-folder upload (batched commits).
+    assert not hasattr(HfApi, "upload_large_folder")
+    push_system(folder, "me/big")
+    [call] = uploads
+    assert call["files"] == files
+    printed = capsys.readouterr().out
+    assert f"uploading {len(files)} files" in printed
+    assert "to me/big with upload_folder (resumable: rerun the same command if it stops)" in printed
+    # huggingface_hub < 2.0 has upload_large_folder: it is used instead of one upload_folder commit.
+    large = []
+
+    def upload_large_folder(self, *, repo_id, folder_path, repo_type, **kwargs):
+        large.append((repo_id, repo_type, _files(Path(folder_path))))
+        return None
+
+    monkeypatch.setattr(HfApi, "upload_large_folder", upload_large_folder, raising=False)
+    push_system(folder, "me/big")
+    assert large == [("me/big", "model", files)] and len(uploads) == 1
+    assert "to me/big with upload_large_folder (resumable" in capsys.readouterr().out
+
+
+def test_a_small_folder_stays_one_upload_folder_commit(system_dir, uploads, monkeypatch):
+    monkeypatch.setattr(HfApi, "upload_large_folder", lambda *a, **k: pytest.fail("not large"), raising=False)
+    push_system(system_dir, "me/small")
+    assert len(uploads) == 1
 
 
 def test_separate_encoders_get_their_own_repos_and_partner_cards(system_dir, uploads):

@@ -181,7 +181,8 @@ def test_save_load_round_trip(tmp_path):
     assert sorted(os.listdir(tmp_path / "index")) == ["index.faiss", "manifest.json", "passages"]
     assert not list(tmp_path.glob("*.tmp"))
     loaded = PassageIndex.load(tmp_path / "index")
-    assert loaded.manifest == index.manifest and len(loaded) == 300 and loaded.embedding_dim == 16
+    assert loaded.manifest == {**index.manifest, "embeddings_kept": False}
+    assert len(loaded) == 300 and loaded.embedding_dim == 16
     assert loaded.search(queries, 5) == index.search(queries, 5)
     index.save(tmp_path / "index")  # overwriting an index folder works too
     assert PassageIndex.load(tmp_path / "index").search(queries, 5) == index.search(queries, 5)
@@ -211,10 +212,108 @@ def test_load_refuses_index_of_other_passages(saved_index, tmp_path):
         PassageIndex.load(saved_index)
 
 
-def test_load_refuses_other_dim(saved_index):
-    _edit_manifest(saved_index, embedding_dim=16)
-    with pytest.raises(MismatchError, match="32-dim embeddings, the manifest says 16"):
+@pytest.mark.parametrize("keep_embeddings", [False, True])
+def test_load_refuses_other_dim(tmp_path, keep_embeddings):
+    PassageIndex.build(_dataset(_vectors(30, 32))).save(tmp_path / "index", keep_embeddings=keep_embeddings)
+    _edit_manifest(tmp_path / "index", embedding_dim=16)
+    checked = "passages/ holds 32-dim embeddings" if keep_embeddings else "index.faiss holds 32-dim vectors"
+    with pytest.raises(MismatchError, match=f"{checked}, the manifest says 16"):
+        PassageIndex.load(tmp_path / "index")
+
+
+# ----------------------------------------------------------------------------------- vectors stored once
+def _column_names(folder: Path) -> list[str]:
+    return load_from_disk(str(folder / "passages")).column_names
+
+
+@pytest.mark.parametrize("factory", ["Flat", "HNSW16"])
+def test_saved_folder_stores_the_vectors_only_in_the_faiss_index(tmp_path, factory):
+    vectors, queries = _vectors(2_000, 64), _vectors(5, 64, seed=1)
+    index = PassageIndex.build(_dataset(vectors), factory=factory)
+    index.save(tmp_path / "once")
+    index.save(tmp_path / "kept", keep_embeddings=True)
+    assert _column_names(tmp_path / "once") == ["id", "title", "text"]
+    assert _column_names(tmp_path / "kept") == ["id", "title", "text", "embeddings"]
+    manifest = json.loads((tmp_path / "once" / "manifest.json").read_text())
+    assert manifest["format_version"] == 2 and manifest["embeddings_kept"] is False
+
+    def size(folder: Path) -> int:
+        return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+    # The kept column costs 4 x dim bytes per passage on top of the same index and texts.
+    assert size(tmp_path / "kept") - size(tmp_path / "once") >= vectors.nbytes
+    assert size(tmp_path / "once" / "passages") < vectors.nbytes / 5
+    once, kept = PassageIndex.load(tmp_path / "once"), PassageIndex.load(tmp_path / "kept")
+    assert not once.has_embeddings and kept.has_embeddings
+    assert once.search(queries, 10) == kept.search(queries, 10) == index.search(queries, 10)
+    rows = [1_999, 0, 7]
+    # Flat and HNSW-Flat hold the vectors exactly: they are still at hand without the column.
+    np.testing.assert_array_equal(once.embeddings(rows), vectors[rows])
+    np.testing.assert_array_equal(kept.embeddings(rows), vectors[rows])
+    with pytest.raises(ValueError, match="loaded from a folder saved without its raw vectors"):
+        once.save(tmp_path / "again", keep_embeddings=True)
+    kept.save(tmp_path / "kept")  # re-saving a folder with the column drops it unless asked to keep it
+    assert _column_names(tmp_path / "kept") == ["id", "title", "text"]
+
+
+def test_save_refuses_to_drop_the_only_column(tmp_path):
+    index = PassageIndex.build(Dataset.from_dict({"embeddings": _vectors(10, 4)}))
+    with pytest.raises(ValueError, match="no column but 'embeddings'"):
+        index.save(tmp_path / "index")
+    index.save(tmp_path / "index", keep_embeddings=True)
+    assert len(PassageIndex.load(tmp_path / "index")) == 10
+
+
+def test_compressed_index_saved_without_vectors_says_they_were_not_kept(tmp_path):
+    vectors = _vectors(3_000, 32)
+    index = PassageIndex.build(_dataset(vectors), factory="IVF8,PQ4")
+    np.testing.assert_array_equal(
+        index.embeddings([3, 4]), vectors[[3, 4]]
+    )  # built here: the column is there
+    index.save(tmp_path / "index")
+    loaded = PassageIndex.load(tmp_path / "index")
+    assert len(loaded.search(vectors[:2], 5)[0]) == 5
+    with pytest.raises(ValueError, match="IVF8,PQ4 index was saved without its raw vectors"):
+        loaded.embeddings([3])
+    index.save(tmp_path / "kept", keep_embeddings=True)
+    np.testing.assert_array_equal(PassageIndex.load(tmp_path / "kept").embeddings([3, 4]), vectors[[3, 4]])
+
+
+def test_index_saved_by_version_1_with_its_vectors_still_loads(tmp_path):
+    """Version 1 wrote the whole dataset, embeddings column included, and a manifest without `embeddings_kept`."""
+    vectors, queries = _vectors(500, 16), _vectors(4, 16, seed=1)
+    index = PassageIndex.build(_dataset(vectors), factory="IVF4,Flat")
+    index.save(tmp_path / "v1", keep_embeddings=True)
+    manifest = json.loads((tmp_path / "v1" / "manifest.json").read_text())
+    del manifest["embeddings_kept"]
+    (tmp_path / "v1" / "manifest.json").write_text(json.dumps({**manifest, "format_version": 1}))
+    loaded = PassageIndex.load(tmp_path / "v1")
+    assert loaded.has_embeddings and loaded.manifest["embeddings_kept"] is True
+    assert loaded.search(queries, 10) == index.search(queries, 10)
+    np.testing.assert_array_equal(loaded.embeddings([0, 499]), vectors[[0, 499]])
+    loaded.save(tmp_path / "v2")  # re-saved in the current format: the vectors once
+    assert _column_names(tmp_path / "v2") == ["id", "title", "text"]
+    assert json.loads((tmp_path / "v2" / "manifest.json").read_text())["format_version"] == 2
+
+
+def test_load_refuses_a_newer_format_and_a_manifest_that_disagrees_about_the_vectors(saved_index):
+    _edit_manifest(saved_index, embeddings_kept=True)
+    with pytest.raises(MismatchError, match="the embeddings were kept, but passages/ lacks"):
         PassageIndex.load(saved_index)
+    _edit_manifest(saved_index, format_version=3)
+    with pytest.raises(MismatchError, match="format_version 3; this dpr_hf reads up to 2"):
+        PassageIndex.load(saved_index)
+
+
+def test_cli_build_index_keeps_embeddings_only_when_asked(tmp_path):
+    from dpr_hf.cli import main
+
+    _dataset(_vectors(50, 8)).save_to_disk(str(tmp_path / "emb"))
+    for name, flags in (("once", []), ("kept", ["--keep-embeddings"])):
+        args = ["build-index", "--embeddings", str(tmp_path / "emb"), "--output", str(tmp_path / name)]
+        assert main([*args, *flags]) == 0
+    assert "embeddings" not in _column_names(tmp_path / "once")
+    assert "embeddings" in _column_names(tmp_path / "kept")
 
 
 def test_load_refuses_other_factory(saved_index):
@@ -455,8 +554,9 @@ def test_flat_build_save_load_holds_one_copy_of_the_vectors(tmp_path):
     vectors = _vectors(165_000, 128)
     vectors_mib = vectors.nbytes / 2**20
     column = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), 128)
-    Dataset(pa.table({"embeddings": column})).save_to_disk(str(tmp_path / "embeddings"))
-    del vectors, column
+    ids = pa.array([str(i) for i in range(len(vectors))])
+    Dataset(pa.table({"id": ids, "embeddings": column})).save_to_disk(str(tmp_path / "embeddings"))
+    del vectors, column, ids
     completed = subprocess.run(
         [sys.executable, "-c", _MEMORY_PROBE, str(tmp_path / "embeddings"), str(tmp_path / "index")],
         capture_output=True,

@@ -209,3 +209,11 @@ def test_cli_errors_are_one_line_exit_2(tmp_path, squad_subset, capsys):
     (line,) = _error_lines(capsys.readouterr().err)
     assert "--model" in line
     assert not (tmp_path / "x.json").exists()
+
+
+def test_cli_bm25_with_stemmer(squad_subset, data, tmp_path):
+    small = save_retriever_json(data.select(range(10)), tmp_path / "small.json")
+    output = tmp_path / "mined.json"
+    argv = ["mine-negatives", "--data", str(small), "--passages", str(squad_subset), "--stemmer", "english"]
+    assert main([*argv, "--output", str(output), "--num-negatives", "2", "--depth", "20"]) == 0
+    _assert_valid_negatives(load_retriever_data(output), 2)

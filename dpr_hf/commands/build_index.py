@@ -1,30 +1,79 @@
 """Build a FAISS passage index folder (passages/, index.faiss, manifest.json) from `dpr-hf encode` output.
 
-`dpr-hf build-index --embeddings DIR --output DIR [--factory Flat|HNSW32|IVF4096,PQ64|IVF4096,SQ8 ...]`
+`dpr-hf build-index --embeddings DIR --output DIR [--factory Flat|HNSW32|IVF4096,PQ64|IVF4096,SQ8 ...]
+[--memory-budget 16GB] [--keep-embeddings]`: with `--memory-budget` the planner picks the factory for the corpus
+size and dimension (`--factory` still wins); the expected RAM, disk, build time and recall are printed first.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+
+from ..index.planner import PlanError, parse_size
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--embeddings", required=True, help="folder written by `dpr-hf encode`")
     parser.add_argument("--output", required=True, help="index folder to write")
-    parser.add_argument("--factory", default="Flat", help="FAISS index factory string (Flat = exact search)")
+    parser.add_argument(
+        "--factory",
+        help="FAISS index factory string (default: Flat = exact search, or the planner's pick with --memory-budget)",
+    )
+    parser.add_argument(
+        "--memory-budget",
+        type=_size,
+        help="RAM the index may use to build and search, e.g. 16GB or 16GiB: picks Flat / HNSW32 / IVF-SQ8 / "
+        "IVF-PQ to fit, or refuses before building when none fits",
+    )
     parser.add_argument(
         "--train-size", type=int, help="random vectors to train IVF/PQ/SQ on (all up to 100K, or 50 per list)"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the training sample (0)")
     parser.add_argument("--device", type=int, help="GPU id for faiss-gpu (default: CPU)")
+    parser.add_argument(
+        "--keep-embeddings",
+        action="store_true",
+        help="also keep the float32 vectors in passages/ (4 x dim bytes per passage), e.g. to train another "
+        "IVF index from this folder later; by default they are stored once, in index.faiss",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..encoding import EMBEDDINGS_COLUMN, load_embeddings
     from ..index.passage_index import PassageIndex
+    from ..index.planner import estimate, family_of, plan_index
 
-    index = PassageIndex.from_embeddings(
-        args.embeddings, factory=args.factory, train_size=args.train_size, seed=args.seed, device=args.device
+    dataset, info = load_embeddings(args.embeddings)  # memory-mapped: only the sizes are read here
+    dim = dataset.features[EMBEDDINGS_COLUMN].length
+    if dim is None or dim < 1:
+        dim = len(dataset[0][EMBEDDINGS_COLUMN])
+    factory = args.factory
+    if args.memory_budget is not None:
+        try:
+            factory = plan_index(len(dataset), dim, args.memory_budget, factory=factory).factory
+        except PlanError as error:
+            print(f"dpr-hf build-index: error: {error}", file=sys.stderr)
+            return 2
+    factory = factory or "Flat"
+    if family_of(factory) is not None:
+        print(estimate(factory, len(dataset), dim).describe(), flush=True)
+    index = PassageIndex.build(
+        dataset,
+        factory=factory,
+        train_size=args.train_size,
+        seed=args.seed,
+        device=args.device,
+        encoder_name=info.get("encoder_name"),
+        encoder_fingerprint=info.get("encoder_fingerprint"),
     )
-    index.save(args.output)
+    index.save(args.output, keep_embeddings=args.keep_embeddings)
     print(f"indexed {len(index)} passages ({index.embedding_dim} dims, {index.factory}) into {args.output}")
     return 0

@@ -39,6 +39,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--depth", type=int, default=200, help="hits per retriever fused by hybrid (200)")
     parser.add_argument(
+        "--stemmer",
+        help="bm25 built here from passages: PyStemmer language to stem with, e.g. english (default: none); "
+        "a saved BM25 folder uses the stemmer it was built with",
+    )
+    parser.add_argument(
         "--batch-size", type=int, default=128, help="questions/passages encoded at once (128)"
     )
     add_precision_argument(parser)
@@ -53,7 +58,7 @@ def _bm25(args: argparse.Namespace):
     from ..retrieval.bm25 import CONFIG_NAME, BM25Retriever
 
     if args.passages:
-        return BM25Retriever.from_passages(load_passages(args.passages))
+        return BM25Retriever.from_passages(load_passages(args.passages), stemmer=args.stemmer)
     folder = Path(args.index)
     bm25 = QASystem.part_dir(folder, "bm25") or folder
     if (bm25 / CONFIG_NAME).is_file():
@@ -63,7 +68,7 @@ def _bm25(args: argparse.Namespace):
         raise FileNotFoundError(
             f"{folder} holds neither a BM25 index nor a PassageIndex with {PASSAGES_DIR}/"
         )
-    return BM25Retriever.from_passages(load_from_disk(str(passages)))
+    return BM25Retriever.from_passages(load_from_disk(str(passages)), stemmer=args.stemmer)
 
 
 def _dense(args: argparse.Namespace):

@@ -37,6 +37,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--match", choices=("string", "regex"), default="string", help="has_answer mode for answers (string)"
     )
     parser.add_argument("--batch-size", type=int, default=256, help="questions searched at once (256)")
+    parser.add_argument(
+        "--stemmer",
+        help="bm25 built here from passages: PyStemmer language to stem with, e.g. english (default: none); "
+        "a saved BM25 folder uses the stemmer it was built with",
+    )
 
 
 def _bm25_retriever(args: argparse.Namespace):
@@ -45,7 +50,7 @@ def _bm25_retriever(args: argparse.Namespace):
     from ..retrieval.bm25 import CONFIG_NAME, BM25Retriever
 
     if args.passages:
-        return BM25Retriever.from_passages(load_passages(args.passages))
+        return BM25Retriever.from_passages(load_passages(args.passages), stemmer=args.stemmer)
     folder = Path(args.index)
     if not (folder / CONFIG_NAME).is_file():
         folder = QASystem.part_dir(folder, "bm25") or folder  # a system folder, or one laid out like it

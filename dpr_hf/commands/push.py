@@ -1,7 +1,8 @@
 """Upload a saved QA system folder to the Hugging Face Hub with rendered model cards.
 
 The system goes to REPO_ID as one repo; `--separate-encoders` also publishes the question encoder, passage encoder
-and reader as REPO_ID-question-encoder, REPO_ID-passage-encoder and REPO_ID-reader.
+and reader as REPO_ID-question-encoder, REPO_ID-passage-encoder and REPO_ID-reader. Each upload first prints its
+file count and bytes; a folder over 1 GB or 1,000 files goes up through the Hub's large-folder upload (resumable).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The FAISS passage index.
 
 `PassageIndex` wraps `Dataset.add_faiss_index` (inner product, as DPR scores) and saves one folder whose manifest lets `load` refuse an
-index that does not belong to the encoder or the passages it is used with.
+index that does not belong to the encoder or the passages it is used with. The folder stores each vector once, in
+`index.faiss`: the float32 `embeddings` column stays out of `passages/` unless asked for (`keep_embeddings`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ logger = logging.get_logger(__name__)
 MANIFEST_FILE = "manifest.json"
 INDEX_FILE = "index.faiss"
 PASSAGES_DIR = "passages"
-MANIFEST_VERSION = 1
+# 2: `passages/` holds the embeddings column only when the manifest's "embeddings_kept" says so (1: always).
+MANIFEST_VERSION = 2
 # Search-time knobs per index family: HNSW's default efSearch=16 loses recall, IVF's default nprobe=1 even more.
 DEFAULT_SEARCH_PARAMETERS = {"HNSW": {"efSearch": 128}, "IVF": {"nprobe": 32}}
 
@@ -86,9 +88,10 @@ def _default_search_parameters(factory: str) -> dict[str, int]:
 
 
 class PassageIndex:
-    """Passages with their embeddings and a FAISS inner-product index over them.
+    """Passages and a FAISS inner-product index over their embeddings.
 
-    Build with `PassageIndex.build(dataset_with_embeddings, factory=...)`, save with `.save(dir)`, reload with
+    Build with `PassageIndex.build(dataset_with_embeddings, factory=...)`, save with `.save(dir)` (the vectors
+    only in `index.faiss`, unless `keep_embeddings=True`), reload with
     `PassageIndex.load(dir, question_encoder=...)`, query with `.search(query_vectors, k)`.
     """
 
@@ -229,14 +232,60 @@ class PassageIndex:
             space.set_index_parameter(self.faiss_index, name, value)
         self.manifest["search_parameters"] = {**self.manifest.get("search_parameters", {}), **parameters}
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write `passages/`, `index.faiss`, then `manifest.json`, in a temporary folder renamed at the end."""
+    @property
+    def has_embeddings(self) -> bool:
+        """Whether the raw float32 vectors are at hand (built here, or loaded from a folder saved with them)."""
+        return EMBEDDINGS_COLUMN in self.dataset.column_names
+
+    def embeddings(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+        """The passages' float32 vectors at these rows, `(len(rows), dim)`.
+
+        From the `embeddings` column when it was kept; else from a Flat or HNSW-Flat index, which stores them
+        exactly. Compressed indexes (IVF-PQ, SQ, ...) hold only approximations, so they refuse.
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        if self.has_embeddings:
+            table = _unindexed_copy(self.dataset).with_format("numpy", columns=[EMBEDDINGS_COLUMN])
+            return np.asarray(table[rows][EMBEDDINGS_COLUMN], dtype=np.float32).reshape(len(rows), -1)
+        storage = faiss.downcast_index(self.faiss_index)  # views: the index owns the memory
+        if isinstance(storage, faiss.IndexHNSW):
+            storage = faiss.downcast_index(storage.storage)
+        if not isinstance(storage, faiss.IndexFlat):
+            raise ValueError(
+                f"this {self.factory} index was saved without its raw vectors (keep_embeddings=False) and its "
+                "codes are lossy: rebuild it from the `dpr-hf encode` folder, or save with keep_embeddings=True "
+                "to re-train it later"
+            )
+        return storage.reconstruct_batch(rows)
+
+    def save(self, path: str | os.PathLike, keep_embeddings: bool = False) -> None:
+        """Write `passages/`, `index.faiss`, then `manifest.json`, in a temporary folder renamed at the end.
+
+        The vectors are stored once, in `index.faiss`; `keep_embeddings=True` also keeps the float32 column in
+        `passages/` (4 x dim bytes per passage), e.g. to train another IVF index from the folder later.
+        """
+        if keep_embeddings and not self.has_embeddings:
+            raise ValueError(
+                "keep_embeddings=True, but this index was loaded from a folder saved without its raw vectors"
+            )
+        if not keep_embeddings and not self._passages.column_names:
+            raise ValueError(
+                f"the passages have no column but {EMBEDDINGS_COLUMN!r}: nothing would identify them in the saved "
+                "folder; add an 'id' column (or save with keep_embeddings=True)"
+            )
         path = Path(path)
         with staged_folder(path, staging=path.with_name(path.name + ".tmp")) as tmp:
             # datasets refuses save_to_disk on a dataset with an index attached: save a copy without it.
-            _unindexed_copy(self.dataset).save_to_disk(str(tmp / PASSAGES_DIR))
+            (_unindexed_copy(self.dataset) if keep_embeddings else self._passages).save_to_disk(
+                str(tmp / PASSAGES_DIR)
+            )
             self.dataset.save_faiss_index(EMBEDDINGS_COLUMN, str(tmp / INDEX_FILE))
-            (tmp / MANIFEST_FILE).write_text(json.dumps(self.manifest, indent=2) + "\n")
+            manifest = {
+                **self.manifest,
+                "format_version": MANIFEST_VERSION,
+                "embeddings_kept": keep_embeddings,
+            }
+            (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
 
     @classmethod
     def load(
@@ -259,11 +308,23 @@ class PassageIndex:
                 f"{path} is not a PassageIndex folder: no {MANIFEST_FILE} (an unfinished save?)"
             )
         manifest = json.loads(manifest_file.read_text())
+        version = manifest.get("format_version", 1)
+        if version > MANIFEST_VERSION:
+            raise MismatchError(
+                f"{manifest_file} has format_version {version}; this dpr_hf reads up to {MANIFEST_VERSION}: "
+                "upgrade dpr_hf"
+            )
         dim, count, factory = manifest["embedding_dim"], manifest["num_passages"], manifest["factory"]
 
         dataset = load_from_disk(str(path / PASSAGES_DIR))
         if len(dataset) != count:
             raise MismatchError(f"{path}: {PASSAGES_DIR}/ has {len(dataset)} passages, the manifest {count}")
+        kept = EMBEDDINGS_COLUMN in dataset.column_names
+        if manifest.setdefault("embeddings_kept", kept) != kept:  # version 1 folders always kept them
+            raise MismatchError(
+                f"{path}: the manifest says the embeddings were {'' if manifest['embeddings_kept'] else 'not '}"
+                f"kept, but {PASSAGES_DIR}/ {'has' if kept else 'lacks'} the {EMBEDDINGS_COLUMN!r} column"
+            )
         if EMBEDDINGS_COLUMN in dataset.column_names and _embedding_dim(dataset) != dim:
             raise MismatchError(
                 f"{path}: {PASSAGES_DIR}/ holds {_embedding_dim(dataset)}-dim embeddings, the manifest says {dim}"

@@ -2,20 +2,28 @@
 
 Passages are indexed as "title text" (as Pyserini's DPR Wikipedia index); the defaults k1=0.9, b=0.4 are
 Anserini's, which the DPR paper's BM25 numbers used. Tokens: lower-cased words of 2+ characters without English
-stopwords (no stemming: bm25s' stemmer needs PyStemmer, which is not a dependency).
+stopwords, optionally stemmed (`stemmer="english"`: PyStemmer's Snowball stemmers, as bm25s uses them; Lucene's
+BM25 in the DPR paper stems with Porter), recorded with the index so that questions are stemmed the same way.
+
+Built in bounded memory: the corpus is turned into strings and tokenised `TOKENIZE_CHUNK` passages at a time, and
+the token ids are kept as int32 arrays (4 bytes a token, not a Python list of ints at ~36), which bm25s reads
+passage by passage while it builds its score matrix.
 """
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import json
 import os
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import bm25s
 import datasets
 import numpy as np
-from bm25s.tokenization import Tokenizer
+from bm25s.tokenization import Tokenized, Tokenizer
 
 from ..atomic import staged_folder
 from ..models.errors import MismatchError
@@ -24,13 +32,63 @@ CONFIG_NAME = "bm25_config.json"
 PASSAGES_DIR = "passages"
 MODEL_DIR = "model"
 TOKEN_PATTERN = r"(?u)\b\w\w+\b"
+TOKENIZE_CHUNK = 100_000  # passages turned into strings and tokenised at once
 
 
-def _passage_strings(passages: datasets.Dataset) -> list[str]:
-    titles = passages["title"] if "title" in passages.column_names else [""] * len(passages)
-    return [
-        f"{title} {text}" if title else text for title, text in zip(titles, passages["text"], strict=True)
-    ]
+def _passage_strings(batch: dict[str, list]) -> list[str]:
+    titles = batch.get("title") or [""] * len(batch["text"])
+    return [f"{title} {text}" if title else text for title, text in zip(titles, batch["text"], strict=True)]
+
+
+def _stemmer(language: str | None):
+    """PyStemmer's Snowball stemmer for `language` ("english", ...), or None for no stemming."""
+    if language is None:
+        return None
+    try:
+        import Stemmer
+    except ImportError as error:
+        raise ImportError(
+            "stemming needs PyStemmer: pip install 'dpr-hf[bm25-stem]' (or PyStemmer)"
+        ) from error
+    if language not in Stemmer.algorithms():
+        raise ValueError(f"no PyStemmer stemmer {language!r}; known: {', '.join(Stemmer.algorithms())}")
+    return Stemmer.Stemmer(language)
+
+
+class _TokenIds(Sequence):
+    """Every passage's token ids, stored as one int32 array per tokenised chunk plus offsets; read back (by bm25s,
+    which walks the corpus three times while indexing) as one short list per passage."""
+
+    def __init__(self) -> None:
+        self._chunks: list[tuple[np.ndarray, np.ndarray]] = []
+        self._starts: list[int] = []  # first passage of each chunk
+        self._length = 0
+
+    def append_chunk(self, docs: list[list[int]]) -> None:
+        offsets = np.zeros(len(docs) + 1, dtype=np.int64)
+        np.cumsum([len(doc) for doc in docs], out=offsets[1:])
+        flat = np.fromiter(itertools.chain.from_iterable(docs), dtype=np.int32, count=int(offsets[-1]))
+        self._chunks.append((flat, offsets))
+        self._starts.append(self._length)
+        self._length += len(docs)
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for flat, offsets in self._chunks:
+            bounds = offsets.tolist()
+            for begin, end in zip(bounds[:-1], bounds[1:], strict=True):
+                yield flat[begin:end].tolist()
+
+    def __getitem__(self, row: int) -> list[int]:  # type: ignore[override]
+        if not -self._length <= row < self._length:
+            raise IndexError(row)
+        row %= self._length
+        chunk = bisect.bisect_right(self._starts, row) - 1
+        flat, offsets = self._chunks[chunk]
+        local = row - self._starts[chunk]
+        return flat[offsets[local] : offsets[local + 1]].tolist()
 
 
 class BM25Retriever:
@@ -38,9 +96,22 @@ class BM25Retriever:
     best first. Build with `BM25Retriever.from_passages(passages)`; `.save(dir)` / `BM25Retriever.load(dir)`
     store only JSON, `.npy` arrays (no pickle) and the passages as a datasets folder."""
 
-    def __init__(self, k1: float = 0.9, b: float = 0.4, method: str = "lucene", stopwords: str = "en"):
+    def __init__(
+        self,
+        k1: float = 0.9,
+        b: float = 0.4,
+        method: str = "lucene",
+        stopwords: str = "en",
+        stemmer: str | None = None,
+        n_threads: int = -1,
+    ):
+        """`stemmer`: a PyStemmer language ("english") or None; `n_threads`: threads that score a batch of
+        questions (-1: one per CPU core, 0: the calling thread only)."""
         self.k1, self.b, self.method, self.stopwords = k1, b, method, stopwords
-        self.tokenizer = Tokenizer(lower=True, splitter=TOKEN_PATTERN, stopwords=stopwords)
+        self.stemmer, self.n_threads = stemmer, n_threads
+        self.tokenizer = Tokenizer(
+            lower=True, splitter=TOKEN_PATTERN, stopwords=stopwords, stemmer=_stemmer(stemmer)
+        )
         self.model: bm25s.BM25 | None = None
         self.passages: datasets.Dataset | None = None
 
@@ -49,16 +120,24 @@ class BM25Retriever:
         """Index a corpus with columns `id`, `text` and optionally `title` (see `dpr_hf.data.load_passages`)."""
         return cls(**kwargs).build(passages)
 
-    def build(self, passages: datasets.Dataset) -> BM25Retriever:
+    def build(self, passages: datasets.Dataset, chunk_size: int = TOKENIZE_CHUNK) -> BM25Retriever:
+        """Index `passages`, tokenising `chunk_size` of them at a time (the memory bound of the strings)."""
         if len(passages) == 0:
             raise ValueError("cannot build a BM25 index over an empty corpus")
         missing = [column for column in ("id", "text") if column not in passages.column_names]
         if missing:
             raise ValueError(f"passages lack the columns {missing} (has {passages.column_names})")
         self.tokenizer.reset_vocab()
-        token_ids = self.tokenizer.tokenize(_passage_strings(passages), return_as="ids", show_progress=False)
+        token_ids = _TokenIds()
+        columns = [c for c in ("title", "text") if c in passages.column_names]
+        for batch in passages.select_columns(columns).iter(batch_size=chunk_size):
+            strings = _passage_strings(batch)
+            token_ids.append_chunk(
+                self.tokenizer.tokenize(strings, update_vocab=True, return_as="ids", show_progress=False)
+            )
         self.model = bm25s.BM25(k1=self.k1, b=self.b, method=self.method)
-        self.model.index((token_ids, self.tokenizer.get_vocab_dict()), show_progress=False)
+        # bm25s takes any `.ids` / `.vocab` object; its (ids, vocab) tuple form insists on a list of lists.
+        self.model.index(Tokenized(ids=token_ids, vocab=self.tokenizer.get_vocab_dict()), show_progress=False)
         self.passages = passages.select_columns(
             [c for c in ("id", "title", "text") if c in passages.column_names]
         )
@@ -77,7 +156,7 @@ class BM25Retriever:
         query_ids = self.tokenizer.tokenize(
             list(questions), update_vocab=False, return_as="ids", show_progress=False
         )
-        documents, scores = self.model.retrieve(query_ids, k=k, show_progress=False, n_threads=0)
+        documents, scores = self.model.retrieve(query_ids, k=k, show_progress=False, n_threads=self.n_threads)
         rows = self.passages[np.asarray(documents).reshape(-1).tolist()]
         has_title = "title" in rows
         results = []
@@ -99,6 +178,7 @@ class BM25Retriever:
             "b": self.b,
             "method": self.method,
             "stopwords": self.stopwords,
+            "stemmer": self.stemmer,
             "token_pattern": TOKEN_PATTERN,
             "num_passages": len(self),
             "bm25s_version": bm25s.__version__,
@@ -121,14 +201,20 @@ class BM25Retriever:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike, mmap: bool = False) -> BM25Retriever:
-        """Load a folder written by `save`; `mmap=True` memory-maps the score arrays for big corpora."""
+    def load(cls, path: str | os.PathLike, mmap: bool = False, n_threads: int = -1) -> BM25Retriever:
+        """Load a folder written by `save`; `mmap=True` memory-maps the score arrays for big corpora. Questions
+        are stemmed with the index's stemmer (none for folders saved before stemming existed)."""
         path = Path(path)
         if not (path / CONFIG_NAME).is_file():
             raise FileNotFoundError(f"{path}: not a BM25 index folder (no {CONFIG_NAME})")
         config = json.loads((path / CONFIG_NAME).read_text(encoding="utf-8"))
         retriever = cls(
-            k1=config["k1"], b=config["b"], method=config["method"], stopwords=config["stopwords"]
+            k1=config["k1"],
+            b=config["b"],
+            method=config["method"],
+            stopwords=config["stopwords"],
+            stemmer=config.get("stemmer"),
+            n_threads=n_threads,
         )
         retriever.model = bm25s.BM25.load(
             path / MODEL_DIR, mmap=mmap, allow_pickle=False, show_progress=False
