@@ -10,7 +10,11 @@ from pathlib import Path
 
 import datasets
 import pytest
+import torch
+import yaml
+from transformers import BertModel
 
+from dpr_hf.cli import main
 from dpr_hf.data import (
     beir_retriever_data,
     load_beir,
@@ -286,3 +290,59 @@ def test_squad_to_beir(tmp_path):
     with pytest.raises(DPRDataError, match=r"paragraph id 'Oxygen-0' is also the id of another paragraph"):
         squad_to_beir(train, dev, tmp_path / "bad")
     assert not (tmp_path / "bad").exists()  # nothing half-written
+
+
+# ------------------------------------------------------------------------------- mined BEIR data -> training
+def _mined(path: Path) -> dict[str, dict]:
+    return {record["question"]: record for record in json.loads(path.read_text())}
+
+
+def test_mine_negatives_beir_then_train_retriever(tmp_path, tokenizer, tiny_bert_config, single_thread):
+    mined = tmp_path / "train-bm25.json"
+    args = ["mine-negatives", "--beir", str(BEIR_TINY), "--split", "train", "--output", str(mined), "--num-negatives", "3"]  # fmt: skip
+    assert main(args) == 0
+    records = _mined(mined)
+    train = load_beir(BEIR_TINY, "train")
+    text_of = dict(zip(train.queries["id"], train.queries["question"], strict=True))
+    assert len(records) == 5
+    for query_id, judged in train.qrels.items():
+        record = records[text_of[query_id]]
+        relevant = [pid for pid, score in sorted(judged.items(), key=lambda item: -item[1]) if score > 0]
+        assert [ctx["passage_id"] for ctx in record["positive_ctxs"]] == relevant
+        negatives = {ctx["passage_id"] for ctx in record["hard_negative_ctxs"]}
+        assert not negatives & set(relevant)  # no judged-relevant passage of the query is a negative
+    # a passage judged 0 (not relevant) is a fair hard negative; with no answers, BM25's top passages are kept
+    assert "d10" in {ctx["passage_id"] for ctx in records[text_of["q5"]]["hard_negative_ctxs"]}
+    assert [c["passage_id"] for c in records[text_of["q3"]]["hard_negative_ctxs"]] == ["d6"]
+
+    # queries that carry answers: answer strings filter too (d6 mentions the valleys glaciers carve)
+    folder = _copy(tmp_path)
+    lines = [json.loads(line) for line in (folder / "queries.jsonl").read_text().splitlines()]
+    for line in lines:
+        if line["_id"] == "q3":
+            line["answers"] = ["valleys"]
+    (folder / "queries.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    filtered = tmp_path / "filtered.json"
+    assert main(["mine-negatives", "--beir", str(folder), "--output", str(filtered)]) == 0  # --split: train
+    assert _mined(filtered)[text_of["q3"]]["hard_negative_ctxs"] == []
+
+    # train-retriever takes the mined file unchanged: one step of a tiny random pair
+    torch.manual_seed(0)
+    BertModel(tiny_bert_config).save_pretrained(tmp_path / "backbone")
+    tokenizer.save_pretrained(tmp_path / "backbone")
+    recipe = {"model_name_or_path": str(tmp_path / "backbone"), "train_file": str(mined), "max_steps": 1,
+              "per_device_train_batch_size": 4, "question_max_length": 16, "passage_max_length": 32,
+              "disable_tqdm": True}  # fmt: skip
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    assert (
+        main(["train-retriever", str(tmp_path / "recipe.yaml"), "--output_dir", str(tmp_path / "pair")]) == 0
+    )
+    assert (tmp_path / "pair" / "question_encoder" / "model.safetensors").is_file()
+    history = json.loads((tmp_path / "pair" / "metrics.json").read_text())["log_history"]
+    assert any("loss" in entry for entry in history)
+
+
+def test_mine_negatives_needs_a_corpus_without_beir(tmp_path, capsys):
+    args = ["mine-negatives", "--data", str(tmp_path / "x.json"), "--output", str(tmp_path / "o.json")]
+    assert main(args) == 2
+    assert "--passages FILE or --index DIR" in capsys.readouterr().err
