@@ -55,7 +55,9 @@ def _step(title: str, done: Path, *cli_args: str) -> None:
 
 def _percentile_length(tokenizer, texts: list[str], low: int, high: int) -> int:
     """The 95th percentile token length of `texts`, rounded up to a multiple of 16 within [low, high]."""
-    lengths = sorted(len(ids) for ids in tokenizer(texts, add_special_tokens=True)["input_ids"])
+    lengths = sorted(
+        len(ids) for ids in tokenizer(texts, add_special_tokens=True, verbose=False)["input_ids"]
+    )
     p95 = lengths[min(len(lengths) - 1, int(0.95 * len(lengths)))] if lengths else low
     return max(low, min(high, 16 * math.ceil(p95 / 16)))
 
