@@ -341,6 +341,18 @@ def test_mine_negatives_beir_then_train_retriever(tmp_path, tokenizer, tiny_bert
     history = json.loads((tmp_path / "pair" / "metrics.json").read_text())["log_history"]
     assert any("loss" in entry for entry in history)
 
+    # a second round mines with the trained pair the same way: judged-relevant passages are never negatives
+    dense = tmp_path / "train-dense.json"
+    args = ["mine-negatives", "--beir", str(BEIR_TINY), "--method", "dense", "--model", str(tmp_path / "pair"),
+            "--output", str(dense), "--num-negatives", "2"]  # fmt: skip
+    assert main(args) == 0
+    for query_id, judged in train.qrels.items():
+        record = _mined(dense)[text_of[query_id]]
+        negatives = [ctx["passage_id"] for ctx in record["hard_negative_ctxs"]]
+        assert len(negatives) == 2 and not {pid for pid, score in judged.items() if score > 0} & set(
+            negatives
+        )
+
 
 def test_mine_negatives_needs_a_corpus_without_beir(tmp_path, capsys):
     args = ["mine-negatives", "--data", str(tmp_path / "x.json"), "--output", str(tmp_path / "o.json")]
