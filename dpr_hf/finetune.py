@@ -1,4 +1,5 @@
-"""`dpr-hf finetune DIR --output-dir OUT`: from a BEIR dataset to a fine-tuned, evaluated, saved retrieval system.
+"""`dpr-hf finetune DIR --output-dir OUT`: from a BEIR dataset (or SQuAD QA data: a folder with `train.json` and
+`dev.json`) to a fine-tuned, evaluated, saved retrieval system.
 
 Steps (each skipped when its output is complete, so an interrupted run continues where it stopped):
 BM25 index -> evaluate BM25 and the zero-shot base pair on the test split -> positives from the train qrels with
@@ -143,14 +144,36 @@ def _write_base_pair(base: str, path: Path, recipe: dict) -> None:
         tokenizer.save_pretrained(path / name)
 
 
+def _squad_files(folder: Path) -> tuple[Path, Path] | None:
+    """`train.json` and `dev.json` (plain or .gz) of a folder of SQuAD QA data, or None."""
+    found = []
+    for name in ("train.json", "dev.json"):
+        path = next((p for p in (folder / name, folder / f"{name}.gz") if p.is_file()), None)
+        if path is None:
+            return None
+        found.append(path)
+    return found[0], found[1]
+
+
 def _prepare(data_dir: str, output: Path, max_train_queries: int | None, seed: int) -> dict[str, Any]:
-    """Corpus, test queries + qrels, BM25 index and positives-by-id training data under `output` (each once)."""
-    from .data import beir_retriever_data, load_beir, save_retriever_json
+    """Corpus, test queries + qrels, BM25 index and positives-by-id training data under `output` (each once).
+
+    A folder with SQuAD `train.json` and `dev.json` (and no corpus.jsonl) is QA data: it becomes a BEIR folder
+    first (`squad_to_beir`: dev questions are the test split), and its answers add top-k accuracy to the metrics.
+    """
+    from .data import beir_retriever_data, load_beir, save_retriever_json, squad_to_beir
     from .data.beir_convert import save_beir
     from .models.errors import DPRDataError
     from .retrieval import BM25Retriever
     from .retrieval.negatives import mine_bm25_negatives
 
+    folder = Path(data_dir)
+    squad = _squad_files(folder) if folder.is_dir() and not list(folder.glob("corpus.jsonl*")) else None
+    if squad is not None and not (output / "squad-beir" / "queries.jsonl").exists():
+        print(f"== SQuAD QA data {squad[0]}, {squad[1]} -> BEIR folder {output / 'squad-beir'}", flush=True)
+        squad_to_beir(*squad, output / "squad-beir")
+    if squad is not None:
+        data_dir = str(output / "squad-beir")
     prepared = output / "data"
     if not (prepared / "queries.jsonl").exists():
         test = load_beir(data_dir, "test")

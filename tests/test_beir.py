@@ -286,10 +286,29 @@ def test_squad_to_beir(tmp_path):
     # the same ids as load_passages gives the SQuAD files themselves
     assert load_passages(train)["id"] == ["Oxygen-0", "Oxygen-1"]
 
-    dev.write_bytes(gzip.compress(json.dumps(_squad("Oxygen", [("Another text.", [])])).encode()))
-    with pytest.raises(DPRDataError, match=r"paragraph id 'Oxygen-0' is also the id of another paragraph"):
+    # a train/dev split of the same article: dev paragraphs continue the numbering; a shared one is one passage
+    dev.write_bytes(
+        gzip.compress(
+            json.dumps(
+                _squad(
+                    "Oxygen",
+                    [
+                        ("Oxygen is element 8.", [("v2", "Element 8?", ["Oxygen"])]),
+                        ("Another text.", [("v3", "Which text?", ["Another"])]),
+                    ],
+                )
+            ).encode()
+        )
+    )
+    shared = load_beir(squad_to_beir(train, dev, tmp_path / "shared"), "test")
+    assert shared.corpus["id"] == ["Oxygen-0", "Oxygen-1", "Oxygen-3"]
+    assert shared.qrels == {"v2": {"Oxygen-0": 1}, "v3": {"Oxygen-3": 1}}
+    dev.write_bytes(
+        gzip.compress(json.dumps(_squad("Nile", [("Nile.", [("t1", "Again?", ["Nile"])])])).encode())
+    )
+    with pytest.raises(DPRDataError, match=r"question id 't1' is already used by .*train.json") as caught:
         squad_to_beir(train, dev, tmp_path / "bad")
-    assert not (tmp_path / "bad").exists()  # nothing half-written
+    assert caught.value.record == "data[0].paragraphs[0].qas[0]" and not (tmp_path / "bad").exists()
 
 
 # ------------------------------------------------------------------------------- mined BEIR data -> training

@@ -3,6 +3,7 @@ metrics.json shape, a loadable system, and a second run that resumes (skips ever
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -12,7 +13,8 @@ from transformers import BertModel
 from dpr_hf import QASystem
 from dpr_hf.cli import main
 
-BEIR_TINY = Path(__file__).resolve().parent / "data" / "beir-tiny"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BEIR_TINY = REPO_ROOT / "tests" / "data" / "beir-tiny"
 
 
 def test_finetune_end_to_end_and_resume(tmp_path, tokenizer, tiny_bert_config, capsys):
@@ -54,3 +56,29 @@ def test_finetune_needs_a_train_split(tmp_path, capsys):
         (folder / name).write_text((BEIR_TINY / name).read_text())
     assert main(["finetune", str(folder), "--output-dir", str(tmp_path / "out")]) == 2
     assert "no qrels for split 'train'" in capsys.readouterr().err
+
+
+def test_finetune_on_squad_qa_data_adds_top_k(tmp_path, tokenizer, tiny_bert_config):
+    """QA users' data: a folder with SQuAD train.json and dev.json; their answers add top-k accuracy."""
+    with gzip.open(REPO_ROOT / "data" / "quickstart" / "squad-dev-subset.json.gz", "rt") as handle:
+        squad = json.load(handle)
+    qa = tmp_path / "qa"
+    qa.mkdir()
+    article = squad["data"][0]
+    for name, paragraphs in (
+        ("train.json", article["paragraphs"][:6]),
+        ("dev.json", article["paragraphs"][6:9]),
+    ):
+        (qa / name).write_text(json.dumps({"data": [{"title": article["title"], "paragraphs": paragraphs}]}))
+    torch.manual_seed(0)
+    BertModel(tiny_bert_config).save_pretrained(tmp_path / "base")
+    tokenizer.save_pretrained(tmp_path / "base")
+    out = tmp_path / "out"
+    args = ["finetune", str(qa), "--output-dir", str(out), "--base", str(tmp_path / "base"), "--epochs", "1",
+            "--set", "disable_tqdm=true"]  # fmt: skip
+    assert main(args) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    dev_questions = sum(len(p["qas"]) for p in article["paragraphs"][6:9])
+    for values in metrics.values():
+        assert values["num_judged_questions"] == dev_questions and {"top_20", "ndcg@10"} <= set(values)
+    assert "top_20" in (out / "report.md").read_text()

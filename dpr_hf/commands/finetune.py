@@ -2,7 +2,8 @@
 
 `dpr-hf finetune DIR --output-dir OUT [--base MODEL] [--epochs N] [--batch-size N] [--max-train-queries N]
 [--set KEY=VALUE ...]`: DIR is a BEIR folder or Hub id with train and test qrels (dev optional, used to pick
-the best checkpoint). Writes OUT/system, OUT/metrics.json and OUT/report.md; see `dpr_hf.finetune`.
+the best checkpoint), or a folder holding SQuAD `train.json` and `dev.json` (dev = the test split). Writes
+OUT/system, OUT/metrics.json and OUT/report.md; see `dpr_hf.finetune`.
 """
 
 from __future__ import annotations
@@ -25,7 +26,10 @@ def _key_value(text: str) -> tuple[str, object]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("data", help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/) or Hub id")
+    parser.add_argument(
+        "data",
+        help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/), Hub id, or a folder of SQuAD train/dev.json",
+    )
     parser.add_argument("--output-dir", required=True, help="where every step's output goes")
     parser.add_argument("--base", default="minilm", help="base encoder: Hub id, folder or 'minilm' (offline)")
     parser.add_argument("--epochs", type=int, help="training epochs (default: sized from the data)")

@@ -58,29 +58,31 @@ def squad_to_beir(
     """SQuAD JSON (plain or `.gz`) -> a BEIR folder for open retrieval, as in the DPR paper's SQuAD setting.
 
     Corpus: every paragraph of both files, with the ids `load_passages` gives them (`{article title}-{index}`),
-    so results line up with the `gold_passage_id` of `load_questions`. Queries: every answerable question, with
-    its answers (so top-k accuracy can be measured too). Qrels: `train` = the train questions -> their
-    paragraph, `test` = the dev questions -> theirs (score 1). Unanswerable (v2.0) questions are left out.
-    A paragraph id or question id used by both files for different content raises `DPRDataError`.
+    so results line up with the `gold_passage_id` of `load_questions`; when an article title occurs in both
+    files (a train/dev split of the same articles), the dev file's numbering continues the train file's, and a
+    paragraph present in both is one passage. Queries: every answerable question, with its answers (so top-k
+    accuracy can be measured too). Qrels: `train` = the train questions -> their paragraph, `test` = the dev
+    questions -> theirs (score 1). Unanswerable (v2.0) questions are left out; a question id used twice
+    raises `DPRDataError`.
     """
     corpus: dict[str, dict[str, str]] = {}
-    where_passage: dict[str, str] = {}
+    id_of_content: dict[tuple[str, str], str] = {}
     queries: dict[str, dict] = {}
     where_query: dict[str, str] = {}
     qrels: dict[str, dict[str, dict[str, int]]] = {"train": {}, "test": {}}
+    seen_per_title: dict[str, int] = {}  # paragraphs of each article title in the files read before
     for split, path in (("train", squad_train), ("test", squad_dev)):
         unanswerable = 0
+        in_file: dict[str, int] = {}
         for paragraph in iter_squad(read_json(path), Path(path)):
-            passage = paragraph.passage
-            known = corpus.setdefault(passage["id"], passage)
-            if known["text"] != passage["text"]:
-                raise DPRDataError(
-                    f"paragraph id {passage['id']!r} is also the id of another paragraph"
-                    f" ({where_passage[passage['id']]}): article titles repeat across the files",
-                    path,
-                    paragraph.record,
-                )
-            where_passage.setdefault(passage["id"], f"{path}, {paragraph.record}")
+            title, _, index = paragraph.passage["id"].rpartition("-")
+            in_file[title] = in_file.get(title, 0) + 1
+            content = (paragraph.passage["title"], paragraph.passage["text"])
+            passage_id = id_of_content.get(content)
+            if passage_id is None:
+                passage_id = f"{title}-{seen_per_title.get(title, 0) + int(index)}"
+                id_of_content[content] = passage_id
+                corpus[passage_id] = {**paragraph.passage, "id": passage_id}
             for question in paragraph.questions:
                 if not question.answers:
                     unanswerable += 1
@@ -98,7 +100,9 @@ def squad_to_beir(
                     "answers": question.answers,
                 }
                 where_query[question.id] = f"{path}, {question.record}"
-                qrels[split][question.id] = {passage["id"]: 1}
+                qrels[split][question.id] = {passage_id: 1}
+        for title, count in in_file.items():
+            seen_per_title[title] = seen_per_title.get(title, 0) + count
         if unanswerable:
             logger.warning(unanswerable_report(path, unanswerable))
     return save_beir(corpus.values(), queries.values(), qrels, output_dir)
