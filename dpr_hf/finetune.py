@@ -217,6 +217,7 @@ def _prepare(data_dir: str, output: Path, max_train_queries: int | None, seed: i
         "dev_file": dev_file if dev_file.exists() else None,
         "train_file": train_file,
         "prepared": prepared,
+        "squad": squad,
     }
 
 
@@ -254,12 +255,38 @@ def _recipe(base: str, sizing: Sizing, train_file: Path, dev_file: Path | None, 
     return recipe
 
 
+def _reader_recipe(base: str, train_file: Path, sizing: Sizing, output: Path) -> dict:
+    """The quickstart reader's settings on the user's SQuAD train file. No dev file: the only held-out questions
+    are the test split, and picking a checkpoint on them would report a tuned-on-test number."""
+    return {
+        "model_name_or_path": base,
+        "train_file": str(train_file),
+        "output_dir": str(output / "reader"),
+        "max_length": min(512, sizing.passage_max_length + sizing.question_max_length),
+        "passages_per_question": 2,
+        "num_retrieved": 3,
+        "max_answer_length": 10,
+        "seed": 42,
+        "num_train_epochs": 1,
+        "per_device_train_batch_size": 4,
+        "learning_rate": 1.5e-4,
+        "warmup_steps": 10,
+        "max_grad_norm": 2.0,
+        "logging_steps": 25,
+        "save_steps": 100,
+        "save_total_limit": 1,
+        **{key: value for key, value in sizing.overrides.items() if key == "disable_tqdm"},
+    }
+
+
 def _report(output: Path, metrics: dict[str, dict], sizing: Sizing, data_dir: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    reader = metrics.get("reader")
+    metrics = {name: metrics[name] for name in RETRIEVERS}
     keys = [key for key in REPORT_KEYS if any(key in values for values in metrics.values())]
     lines = [
         f"# dpr-hf finetune: {data_dir}",
@@ -275,6 +302,11 @@ def _report(output: Path, metrics: dict[str, dict], sizing: Sizing, data_dir: st
         cells = [f"{values[key]:.4f}" if key in values and "@" in key else f"{values.get(key, float('nan')):.1f}"
                  for key in keys]  # fmt: skip
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if reader is not None:
+        lines += ["", "Reader on the fine-tuned pair's passages (EM / F1, %):", ""]
+        lines += [
+            f"- top-{n} passages: EM {reader['em'][n]:.1f}, F1 {reader['f1'][n]:.1f}" for n in reader["em"]
+        ]
     lines += ["", "![nDCG@10 and Recall@100](report.png)", ""]
     (output / "report.md").write_text("\n".join(lines), encoding="utf-8")
     figure, axes = plt.subplots(figsize=(6, 3.5))
@@ -303,13 +335,22 @@ def finetune(
     max_train_queries: int | None = None,
     recipe_overrides: dict[str, Any] | None = None,
     time_budget_minutes: float = 35.0,
+    reader: bool = False,
 ) -> dict[str, dict]:
-    """Run every step (see the module docstring) and return `{"bm25", "base", "finetuned", "hybrid"}` metrics."""
+    """Run every step (see the module docstring) and return `{"bm25", "base", "finetuned", "hybrid"}` metrics
+    (and `"reader"`: EM/F1 reading the fine-tuned pair's passages, with `reader=True` on SQuAD QA data)."""
+    from .models.errors import DPRDataError
     from .training.engine import resolve_model_path
 
     output = Path(output_dir)
-    output.mkdir(parents=True, exist_ok=True)
     base_path = resolve_model_path(base)
+    folder = Path(data_dir)
+    if reader and (not folder.is_dir() or list(folder.glob("corpus.jsonl*")) or _squad_files(folder) is None):
+        raise DPRDataError(
+            "--reader trains on answer spans: give a folder of SQuAD train.json + dev.json (BEIR has none)",
+            data_dir,
+        )
+    output.mkdir(parents=True, exist_ok=True)
     prepared = _prepare(data_dir, output, max_train_queries, seed=42)
     sizing_file = output / "sizing.json"
     if sizing_file.exists():
@@ -357,12 +398,30 @@ def finetune(
         _step(f"evaluate {name}", evaluation / name / "metrics.json",
               "evaluate-retrieval", "--retriever", kind, "--model", str(output / "retriever"), "--index",
               str(output / "index"), *questions, *qrels, "--output-dir", str(evaluation / name))  # fmt: skip
+    reader_args: tuple[str, ...] = ()
+    if reader:
+        reader_recipe = _reader_recipe(base_path, prepared["squad"][0], sizing, output)
+        (output / "reader.yaml").write_text(yaml.safe_dump(reader_recipe, sort_keys=False))
+        _step("train the reader", output / "reader" / "metrics.json",
+              "train-reader", str(output / "reader.yaml"), "--resume")  # fmt: skip
+        _step("evaluate the reader on the fine-tuned pair's passages", evaluation / "reader" / "metrics.json",
+              "evaluate-reader", "--model", str(output / "reader"), "--retrieval-results",
+              str(evaluation / "finetuned" / "results.json"), "--output-dir", str(evaluation / "reader"),
+              "--top-n", "1,5,20", "--max-length", str(reader_recipe["max_length"]))  # fmt: skip
+        reader_args = (
+            "--reader",
+            str(output / "reader"),
+            "--reader-metrics",
+            str(evaluation / "reader" / "metrics.json"),
+        )
     _step("build the system", output / "system" / "config.json",
           "build-system", "--pair", str(output / "retriever"), "--index", str(output / "index"), "--bm25",
           str(output / "bm25"), "--retrieval-metrics", str(evaluation / "finetuned" / "metrics.json"),
-          "--output", str(output / "system"))  # fmt: skip
+          *reader_args, "--output", str(output / "system"))  # fmt: skip
 
     metrics = {name: json.loads((evaluation / name / "metrics.json").read_text()) for name in RETRIEVERS}
+    if reader:
+        metrics["reader"] = json.loads((evaluation / "reader" / "metrics.json").read_text())
     tmp = output / ".metrics.json.tmp"
     tmp.write_text(json.dumps(metrics, indent=2) + "\n")
     tmp.rename(output / "metrics.json")

@@ -56,10 +56,13 @@ def test_finetune_needs_a_train_split(tmp_path, capsys):
         (folder / name).write_text((BEIR_TINY / name).read_text())
     assert main(["finetune", str(folder), "--output-dir", str(tmp_path / "out")]) == 2
     assert "no qrels for split 'train'" in capsys.readouterr().err
+    assert main(["finetune", str(BEIR_TINY), "--output-dir", str(tmp_path / "r"), "--reader"]) == 2
+    assert "--reader trains on answer spans" in capsys.readouterr().err and not (tmp_path / "r").exists()
 
 
-def test_finetune_on_squad_qa_data_adds_top_k(tmp_path, tokenizer, tiny_bert_config):
-    """QA users' data: a folder with SQuAD train.json and dev.json; their answers add top-k accuracy."""
+def test_finetune_on_squad_qa_data_adds_top_k_and_the_reader(tmp_path, tokenizer, tiny_bert_config):
+    """QA users' data: a folder with SQuAD train.json and dev.json; their answers add top-k accuracy, and their
+    spans train a reader that goes into the system."""
     with gzip.open(REPO_ROOT / "data" / "quickstart" / "squad-dev-subset.json.gz", "rt") as handle:
         squad = json.load(handle)
     qa = tmp_path / "qa"
@@ -75,9 +78,12 @@ def test_finetune_on_squad_qa_data_adds_top_k(tmp_path, tokenizer, tiny_bert_con
     tokenizer.save_pretrained(tmp_path / "base")
     out = tmp_path / "out"
     args = ["finetune", str(qa), "--output-dir", str(out), "--base", str(tmp_path / "base"), "--epochs", "1",
-            "--set", "disable_tqdm=true"]  # fmt: skip
+            "--set", "disable_tqdm=true", "--reader"]  # fmt: skip
     assert main(args) == 0
     metrics = json.loads((out / "metrics.json").read_text())
+    reader = metrics.pop("reader")
+    assert set(reader["em"]) == {"1", "5", "20"} and 0.0 <= reader["f1"]["5"] <= 100.0
+    assert QASystem.from_pretrained(out / "system").reader is not None
     dev_questions = sum(len(p["qas"]) for p in article["paragraphs"][6:9])
     for values in metrics.values():
         assert values["num_judged_questions"] == dev_questions and {"top_20", "ndcg@10"} <= set(values)

@@ -1,7 +1,7 @@
 """Fine-tune and evaluate a retrieval system on a BEIR dataset, end to end, resumable.
 
 `dpr-hf finetune DIR --output-dir OUT [--base MODEL] [--epochs N] [--batch-size N] [--max-train-queries N]
-[--set KEY=VALUE ...]`: DIR is a BEIR folder or Hub id with train and test qrels (dev optional, used to pick
+[--reader] [--set KEY=VALUE ...]`: DIR is a BEIR folder or Hub id with train and test qrels (dev optional, used to pick
 the best checkpoint), or a folder holding SQuAD `train.json` and `dev.json` (dev = the test split). Writes
 OUT/system, OUT/metrics.json and OUT/report.md; see `dpr_hf.finetune`.
 """
@@ -39,6 +39,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--time-budget-minutes", type=float, default=35.0, help="fewer default epochs beyond this (35)"
     )
     parser.add_argument(
+        "--reader",
+        action="store_true",
+        help="also train the reader (SQuAD QA data only: it needs answer spans)",
+    )
+    parser.add_argument(
         "--set", type=_key_value, action="append", default=[], metavar="KEY=VALUE", help="any recipe key"
     )
 
@@ -55,5 +60,6 @@ def run(args: argparse.Namespace) -> int:
         max_train_queries=args.max_train_queries,
         recipe_overrides=dict(args.set),
         time_budget_minutes=args.time_budget_minutes,
+        reader=args.reader,
     )
     return 0
