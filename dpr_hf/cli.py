@@ -18,6 +18,8 @@ COMMANDS = {
     "evaluate-retrieval": "evaluate_retrieval",
     "train-reader": "train_reader",
     "evaluate-reader": "evaluate_reader",
+    "build-system": "build_system",
+    "finetune": "finetune",
     "push": "push",
 }
 

@@ -19,6 +19,8 @@ from typing import Any
 
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 
+from .evaluation.ir_metrics import ALIASES as IR_ALIASES
+
 # Installed from a wheel the templates ship as `dpr_hf/model_cards/`; in a source checkout they are `model_cards/`.
 _PACKAGE_DIR = Path(__file__).resolve().parent
 TEMPLATE_DIR = next(
@@ -115,13 +117,13 @@ def _tower_info(folder: Path) -> dict[str, Any]:
 
 def _retrieval_rows(metrics: dict) -> list[tuple[str, float]]:
     def order(key: str) -> tuple[str, int]:
-        name, _, k = key.rpartition("_")
+        name, _, k = key.replace("@", "_").rpartition("_")
         return (name, int(k)) if k.isdigit() else (key, 0)
 
     rows = [
         (key, value)
         for key, value in metrics.items()
-        if isinstance(value, (int, float)) and key != "num_questions"
+        if isinstance(value, (int, float)) and not key.startswith("num_") and key not in IR_ALIASES
     ]
     return sorted(rows, key=lambda row: order(row[0]))
 
@@ -132,7 +134,8 @@ def _reader_rows(metrics: dict) -> list[tuple[str, float, float]]:
 
 
 def _eval_results(part: str, retrieval: dict, reader: dict, dataset: str) -> list[EvalResult]:
-    """model-index entries: top-k retrieval accuracy for the retriever parts, EM/F1 for the reader parts."""
+    """model-index entries: top-k retrieval accuracy and nDCG@10 / Recall@100 (given qrels) for the retriever
+    parts, EM/F1 for the reader parts."""
     results = []
     if part in ("system", "question_encoder", "passage_encoder"):
         for key, value in _retrieval_rows(retrieval):
@@ -146,6 +149,19 @@ def _eval_results(part: str, retrieval: dict, reader: dict, dataset: str) -> lis
                         metric_type=f"top_{key[4:]}_accuracy",
                         metric_name=f"Top-{key[4:]} accuracy",
                         metric_value=round(float(value), 2),
+                    )
+                )
+            elif key in ("ndcg@10", "recall@100"):  # BEIR's headline metrics, named as MTEB's cards name them
+                name, k = key.split("@")
+                results.append(
+                    EvalResult(
+                        task_type="text-retrieval",
+                        task_name="Passage retrieval",
+                        dataset_type=dataset,
+                        dataset_name=dataset,
+                        metric_type=f"{name}_at_{k}",
+                        metric_name=f"{'nDCG' if name == 'ndcg' else 'Recall'}@{k}",
+                        metric_value=round(float(value), 4),
                     )
                 )
     if part in ("system", "reader"):

@@ -416,6 +416,8 @@ def _expected_question_field(field: str, value):
         return "gold_passage_id", str(given_id) if given_id is not None else passage_id(
             ctx.get("title") or "", ctx["text"]
         )
+    if field == "text":  # BEIR's question field, ignored beside `question`
+        return "question", "q"
     column = "gold_passage_id" if field == "gold_passage_id" else "id"
     if value is None:
         return column, "" if field == "gold_passage_id" else "1"
@@ -424,7 +426,7 @@ def _expected_question_field(field: str, value):
 
 @HYPOTHESIS
 @given(
-    field=st.sampled_from(["id", "question", "answers", "gold_passage_id", "positive_ctxs"]),
+    field=st.sampled_from(["id", "_id", "text", "question", "answers", "gold_passage_id", "positive_ctxs"]),
     value=JSON_VALUES | SHAPED_VALUES,
     jsonl=st.booleans(),
 )
@@ -450,7 +452,7 @@ def _expected_passage_field(field: str, value):
     if not isinstance(passage["text"], str) or not isinstance(passage["title"], (str, type(None))):
         return None
     title = passage["title"] or ""
-    if field in ("id", "passage_id") and value is not None:
+    if field in ("id", "passage_id", "_id") and value is not None:
         if isinstance(value, bool) or not isinstance(value, (str, int)):
             return None
         return {"id": str(value), "title": title, "text": passage["text"]}
@@ -459,7 +461,7 @@ def _expected_passage_field(field: str, value):
 
 @HYPOTHESIS
 @given(
-    field=st.sampled_from(["id", "passage_id", "title", "text"]),
+    field=st.sampled_from(["id", "passage_id", "_id", "title", "text"]),
     value=JSON_VALUES | SHAPED_VALUES,
     jsonl=st.booleans(),
 )

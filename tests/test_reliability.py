@@ -270,6 +270,10 @@ CLI_CASES = [
                          "--output-dir", "{root}/er"], "not an ExtractiveReader"),
     ("evaluate-reader", ["--model", "{root}/reader", "--retrieval-results", "{root}/missing.json",
                          "--output-dir", "{root}/er"], "{root}/missing.json"),
+    ("mine-negatives", ["--beir", "{root}/missing", "--output", "{root}/o.json"], "{root}/missing"),
+    ("build-system", ["--pair", "{root}/missing", "--index", "{root}/empty", "--output", "{root}/s"],
+     "{root}/missing"),
+    ("finetune", ["{root}/missing", "--output-dir", "{root}/ft"], "{root}/missing"),
     ("push", ["{root}/missing", "me/x"], "{root}/missing"),
     ("push", ["{root}/pair", "me/x"], "{root}/pair"),
 ]  # fmt: skip

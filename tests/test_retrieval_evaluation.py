@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import math
 from pathlib import Path
 
 import pytest
@@ -16,8 +15,6 @@ from dpr_hf.evaluation.metrics import (
     answer_hits,
     gold_recall,
     has_answer,
-    mrr_at_k,
-    ndcg_at_k,
     top_k_accuracy,
     top_k_curve,
 )
@@ -77,16 +74,6 @@ def test_gold_recall_counts_only_questions_with_a_gold_passage():
     retrieved = [["a", "b"], ["c", "d"], ["e"]]
     assert gold_recall(retrieved, ["b", "x", ""], ks=(1, 2)) == {"gold_recall_1": 0.0, "gold_recall_2": 50.0}
     assert gold_recall(retrieved, ["", "", ""]) == {}
-
-
-def test_mrr_and_ndcg_at_10():
-    retrieved = [["a", "b", "c"], ["d", "e"]]
-    relevance = [{"b": 1, "c": 2}, {"z": 1}]
-    assert mrr_at_k(retrieved, relevance, k=10) == pytest.approx((1 / 2 + 0) / 2)
-    dcg = 1 / math.log2(3) + 2 / math.log2(4)
-    ideal = 2 / math.log2(2) + 1 / math.log2(3)
-    assert ndcg_at_k(retrieved, relevance, k=10) == pytest.approx(dcg / ideal / 2)
-    assert ndcg_at_k([["a"]], [{"a": 3}], k=1) == 1.0 and mrr_at_k([["a", "b"]], [{"b": 1}], k=1) == 0.0
 
 
 def test_load_qrels(tmp_path):

@@ -26,7 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-dir", required=True, help="where results.json and metrics.json go")
     parser.add_argument("--top-k", type=int, default=100, help="passages kept per question (100)")
     parser.add_argument("--match", choices=("string", "regex"), default="string", help="has_answer mode")
-    parser.add_argument("--qrels", help="BEIR qrels TSV (query-id, corpus-id, score) for MRR@10 / nDCG@10")
+    parser.add_argument(
+        "--qrels", help="BEIR qrels TSV (query-id, corpus-id, score): nDCG@k, Recall@k, MRR@10, MAP@100"
+    )
     parser.add_argument("--factory", default="Flat", help="FAISS factory when indexing --passages (Flat)")
     parser.add_argument(
         "--hybrid-weight",

@@ -3,6 +3,9 @@
 `dpr-hf mine-negatives --data FILE (--passages FILE | --index DIR) [--method bm25|dense --model DIR]
 --output FILE.json [--num-negatives N]` replaces each question's `hard_negative_ctxs` with the top-ranked
 passages that contain no answer and are not its gold passage, and writes DPR's retriever JSON.
+`--beir DIR [--split train]` instead takes the positives from a BEIR dataset's qrels (every passage judged
+relevant) and mines in its corpus; negatives then exclude every judged-relevant passage, and answer strings
+filter only when the queries carry answers.
 """
 
 from __future__ import annotations
@@ -12,11 +15,14 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--data", required=True, help="retriever data: DPR JSON/JSONL, SQuAD JSON, datasets folder"
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", help="retriever data: DPR JSON/JSONL, SQuAD JSON, datasets folder")
+    source.add_argument(
+        "--beir",
+        help="BEIR folder or Hub id: positives are the passages its qrels judge relevant; corpus by default",
     )
-    parser.add_argument("--split", help="split of a datasets folder or Hub dataset given as --data")
-    corpus = parser.add_mutually_exclusive_group(required=True)
+    parser.add_argument("--split", help="split of --data (datasets folder / Hub), or of --beir (train)")
+    corpus = parser.add_mutually_exclusive_group()
     corpus.add_argument("--passages", help="passage corpus: DPR TSV, JSONL, SQuAD JSON or datasets folder")
     corpus.add_argument(
         "--index",
@@ -80,10 +86,18 @@ def _dense_retriever(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data import load_retriever_data, save_retriever_json
+    from ..data import beir_retriever_data, load_beir, load_retriever_data, save_retriever_json
     from ..retrieval.negatives import mine_hard_negatives
 
-    data = load_retriever_data(args.data, split=args.split)
+    if args.beir:
+        beir = load_beir(args.beir, args.split or "train")
+        data = beir_retriever_data(beir)
+        if not args.passages and not args.index:
+            args.passages = beir.corpus
+    else:
+        if not args.passages and not args.index:
+            raise FileNotFoundError("mine-negatives --data needs the corpus: --passages FILE or --index DIR")
+        data = load_retriever_data(args.data, split=args.split)
     retriever = _bm25_retriever(args) if args.method == "bm25" else _dense_retriever(args)
     mined = mine_hard_negatives(
         data,

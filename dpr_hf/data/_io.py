@@ -29,7 +29,7 @@ from datasets.exceptions import DatasetGenerationError
 from ..models.errors import DPRDataError
 
 # Bump when the parsing rules change, so datasets' on-disk cache of an earlier parse is not reused.
-PARSER_VERSION = "3"
+PARSER_VERSION = "4"
 
 logger = logging.getLogger(__name__)
 
@@ -246,10 +246,15 @@ def _select_split(
     return loaded[split]
 
 
-def require_columns(dataset: datasets.Dataset, name: str, columns: tuple[str, ...]) -> None:
+def require_columns(dataset: datasets.Dataset, name: str, columns: tuple[str | tuple[str, ...], ...]) -> None:
+    """Every column must be present; a tuple entry lists alternatives (BEIR's `text` for our `question`)."""
     for column in columns:
-        if column not in dataset.column_names:
-            raise DPRDataError(f"missing column (has {dataset.column_names})", name, field=column)
+        options = (column,) if isinstance(column, str) else column
+        if not any(option in dataset.column_names for option in options):
+            alternatives = "".join(f" (or {option!r})" for option in options[1:])
+            raise DPRDataError(
+                f"missing column{alternatives} (has {dataset.column_names})", name, field=options[0]
+            )
 
 
 # A record's place in its source: a 1-based number, or a JSON path (`data[0].paragraphs[3]`) in SQuAD files.
@@ -263,7 +268,7 @@ def load_records(
     split: str | None,
     *,
     kind: str,
-    required: tuple[str, ...],
+    required: tuple[str | tuple[str, ...], ...],
     features: datasets.Features,
     normalize_batch: Callable,
     readers: dict[str, RecordReader],

@@ -23,9 +23,9 @@ def load_passages(
     """Load a passage corpus as a `Dataset` with columns `id`, `title`, `text` (all strings).
 
     Sources: DPR's passage TSV (`id`, `text`, `title` header row; `.tsv`/`.csv`, optionally `.gz`), JSONL
-    `{id?, title?, text}`, SQuAD JSON (one passage per paragraph), DPR retriever JSON (its distinct ctxs), a
-    `Dataset`, a `save_to_disk` folder or a Hub dataset name. A passage without id gets a stable hash id.
-    Ids are unique: a repeated one raises `DPRDataError` naming both records (in DPR retriever JSON the same
+    `{id?, title?, text}` (BEIR's `corpus.jsonl`: `_id` is the id), SQuAD JSON (one passage per paragraph),
+    DPR retriever JSON (its distinct ctxs), a `Dataset`, a `save_to_disk` folder or a Hub dataset name. A
+    passage without id gets a stable hash id. Ids are unique: a repeated one raises `DPRDataError` naming both records (in DPR retriever JSON the same
     passage may recur under one id, but not another passage).
     """
     return load_records(
@@ -57,6 +57,8 @@ def _read_tsv(path: str, report: list[str]) -> Iterator[tuple[int, dict]]:
         raise DPRDataError("empty passage file (expected an 'id', 'text', 'title' header row)", path, 1)
     _, columns = header
     positions = {name.strip().lower(): i for i, name in enumerate(columns)}
+    if "id" not in positions and "_id" in positions:  # BEIR's corpus column name
+        positions["id"] = positions["_id"]
     for required in ("id", "text"):
         if required not in positions:
             raise DPRDataError(
@@ -107,7 +109,7 @@ def _read_json(path: str, report: list[str]) -> Iterator[tuple[int | str, dict]]
                     seen[passage["id"]] = (number, f"{field}[{i}]", content)
                     yield number, passage
                 elif known[2] != content:
-                    key = "id" if ctx.get("id") is not None else "passage_id"
+                    key = next(key for key in ("id", "passage_id", "_id") if ctx.get(key) is not None)
                     raise where.error(
                         f"passage id {passage['id'][:80]!r} is already the id of another passage (record"
                         f" {known[0]}, {known[1]}): same id, different title or text",

@@ -32,7 +32,8 @@ def load_questions(
 
     Sources: SQuAD JSON (gold = the paragraph's id as in `load_passages`; unanswerable v2.0 questions are
     skipped and counted), DPR's qas TSV/CSV (question, then a JSON or Python list of answers, read with
-    `json`/`ast.literal_eval`, never `eval`), JSONL `{id?, question, answers?, gold_passage_id?}`, DPR
+    `json`/`ast.literal_eval`, never `eval`), JSONL `{id?, question, answers?, gold_passage_id?}` or BEIR's
+    queries (`_id`, `text`), DPR
     retriever JSON/JSONL (gold = first positive), a `Dataset`, a `save_to_disk` folder or a Hub name.
     `gold_passage_id` is "" when unknown; a missing id is the record number (in SQuAD `f"{a}-{p}-{q}"`, its
     article, paragraph and question index). Ids are unique, as predictions and evaluation key on them: a
@@ -42,7 +43,7 @@ def load_questions(
         source,
         split,
         kind="questions",
-        required=("question",),
+        required=(("question", "text"),),
         features=QUESTION_FEATURES,
         normalize_batch=_normalize_batch,
         readers={".tsv": _read_qas, ".csv": _read_qas, ".jsonl": _read_jsonl, ".json": _read_json},
@@ -56,10 +57,12 @@ def normalize_question(record: Any, where: Where) -> dict[str, Any]:
     gold = get_id(record, ("gold_passage_id",), where)
     if gold is None and record.get("positive_ctxs"):
         gold = normalize_passages(record["positive_ctxs"], where, "positive_ctxs", required=True)[0]["id"]
-    identifier = get_id(record, ("id",), where)
+    identifier = get_id(record, ("id", "_id"), where)
+    # BEIR's queries.jsonl holds the question as `text`
+    text_key = "question" if "question" in record or "text" not in record else "text"
     return {
         "id": identifier if identifier is not None else str(where.record),
-        "question": get_string(record, "question", where, non_empty=True),
+        "question": get_string(record, text_key, where, non_empty=True),
         "answers": get_answers(record, where),
         "gold_passage_id": gold or "",
     }

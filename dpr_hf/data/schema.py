@@ -102,11 +102,12 @@ def get_answers(record: Mapping, where: Where, key: str = "answers") -> list[str
 
 
 def normalize_passage(ctx: Any, where: Where, field: str) -> dict[str, str]:
-    """A DPR ctx (`passage_id` or `id`, optional `title`, `text`) as a canonical passage dict."""
+    """A DPR ctx (`passage_id` or `id`, optional `title`, `text`) or a BEIR corpus record (`_id`, `title`,
+    `text`) as a canonical passage dict."""
     ctx = require_mapping(ctx, where, field)
     text = get_string(ctx, "text", where, f"{field}.text")
     title = get_string(ctx, "title", where, f"{field}.title", required=False)
-    identifier = get_id(ctx, ("id", "passage_id"), where, f"{field}.")
+    identifier = get_id(ctx, ("id", "passage_id", "_id"), where, f"{field}.")
     return {
         "id": identifier if identifier is not None else passage_id(title, text),
         "title": title,

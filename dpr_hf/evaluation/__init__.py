@@ -1,13 +1,12 @@
-"""Evaluation: DPR's answer matching and top-k accuracy, IR metrics, EM/F1, and the retrieval/reader evaluators."""
+"""Evaluation: DPR's answer matching and top-k accuracy, IR metrics (pytrec_eval), EM/F1, and the evaluators."""
 
+from .ir_metrics import ir_metrics
 from .metrics import (
     answer_hits,
     exact_match_score,
     f1_score,
     gold_recall,
     has_answer,
-    mrr_at_k,
-    ndcg_at_k,
     normalize_answer,
     simple_tokenize,
     top_k_accuracy,
@@ -20,8 +19,7 @@ __all__ = [
     "f1_score",
     "gold_recall",
     "has_answer",
-    "mrr_at_k",
-    "ndcg_at_k",
+    "ir_metrics",
     "normalize_answer",
     "simple_tokenize",
     "top_k_accuracy",

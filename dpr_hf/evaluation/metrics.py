@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import collections
-import math
 import re
 import string
 import unicodedata
@@ -157,31 +156,3 @@ def gold_recall(
         f"gold_recall_{k}": 100.0 * sum(rank is not None and rank <= k for rank in ranks) / len(pairs)
         for k in ks
     }
-
-
-def mrr_at_k(
-    retrieved_ids: Sequence[Sequence[str]], relevance: Sequence[dict[str, float]], k: int = 10
-) -> float:
-    """Mean reciprocal rank of the first relevant passage (relevance > 0) in the top k, over all questions."""
-    if not relevance:
-        return 0.0
-    total = 0.0
-    for ids, judged in zip(retrieved_ids, relevance, strict=True):
-        rank = next((r for r, pid in enumerate(ids[:k], start=1) if judged.get(pid, 0) > 0), None)
-        total += 1.0 / rank if rank else 0.0
-    return total / len(relevance)
-
-
-def ndcg_at_k(
-    retrieved_ids: Sequence[Sequence[str]], relevance: Sequence[dict[str, float]], k: int = 10
-) -> float:
-    """Mean nDCG@k with graded relevance judgements, gain = relevance (as BEIR / pytrec_eval)."""
-    if not relevance:
-        return 0.0
-    total = 0.0
-    for ids, judged in zip(retrieved_ids, relevance, strict=True):
-        dcg = sum(judged.get(pid, 0) / math.log2(rank + 1) for rank, pid in enumerate(ids[:k], start=1))
-        ideal_gains = sorted((gain for gain in judged.values() if gain > 0), reverse=True)[:k]
-        ideal = sum(gain / math.log2(rank + 1) for rank, gain in enumerate(ideal_gains, start=1))
-        total += dcg / ideal if ideal > 0 else 0.0
-    return total / len(relevance)

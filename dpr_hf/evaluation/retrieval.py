@@ -1,14 +1,14 @@
 """Retrieval evaluation: run a retriever over questions, score it as DPR does, write DPR's results JSON.
 
 The results file (`results.json`: `question`, `answers`, `ctxs: [{id, title, text, score, has_answer}]`) is
-the reader's input; `metrics.json` holds top-k accuracy (percent), gold-passage recall and, given relevance
-judgements, MRR@10 / nDCG@10.
+the reader's input; `metrics.json` holds top-k accuracy (percent, over the questions with answers), gold-passage
+recall and, given relevance judgements (qrels), nDCG / Recall / MRR@10 / MAP@100 from pytrec_eval.
 """
 
 from __future__ import annotations
 
-import csv
 import json
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,9 +19,13 @@ from datasets import Dataset
 from tqdm.auto import tqdm
 
 from ..atomic import staged_file
+from ..data.beir import load_qrels  # noqa: F401  (its home before BEIR support; commands import it here)
 from ..models.errors import DPRDataError
 from ..retrieval.base import Retriever
-from .metrics import answer_hits, gold_recall, mrr_at_k, ndcg_at_k, top_k_accuracy, top_k_curve
+from .ir_metrics import ir_metrics
+from .metrics import answer_hits, gold_recall, top_k_accuracy, top_k_curve
+
+logger = logging.getLogger(__name__)
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
@@ -36,25 +40,6 @@ class RetrievalEvaluation:
     results: list[dict]
     metrics: dict[str, float | int]
     curve: list[float] = field(default_factory=list)
-
-
-def load_qrels(path: str | os.PathLike) -> dict[str, dict[str, float]]:
-    """BEIR qrels TSV (`query-id  corpus-id  score`, header line) -> {question id: {passage id: relevance}}."""
-    qrels: dict[str, dict[str, float]] = {}
-    with open(path, newline="", encoding="utf-8") as handle:
-        rows = csv.reader(handle, delimiter="\t")
-        for number, row in enumerate(rows, start=1):
-            if number == 1 and row and row[0] == "query-id":
-                continue
-            if len(row) != 3:
-                raise DPRDataError(
-                    f"expected 3 tab-separated fields, got {len(row)}", path=path, record=number
-                )
-            try:
-                qrels.setdefault(row[0], {})[row[1]] = float(row[2])
-            except ValueError as error:
-                raise DPRDataError(f"relevance {row[2]!r} is not a number", path, number, "score") from error
-    return qrels
 
 
 def retrieve(
@@ -90,7 +75,7 @@ def evaluate_retriever(
     Args:
         ks: cut-offs for `top_k` / `gold_recall_k` metrics (those above `top_k` are left out).
         match: "string" (DPR's `has_answer`) or "regex" (answers are patterns, CuratedTREC).
-        qrels: relevance judgements {question id: {passage id: grade}} for MRR@10 and nDCG@10.
+        qrels: relevance judgements {question id: {passage id: grade}} for the IR metrics (`ir_metrics`).
     """
     retrieved = retrieve(retriever, questions["question"], top_k, batch_size, show_progress)
     return score_retrieval(questions, retrieved, top_k, ks, match, qrels)
@@ -110,17 +95,40 @@ def score_retrieval(
     answers = questions["answers"]
     hits = answer_hits(retrieved, answers, mode=match)
     retrieved_ids = [[passage["id"] for passage in passages] for passages in retrieved]
-    metrics: dict[str, float | int] = {**top_k_accuracy(hits, ks)}
-    gold_ids = questions["gold_passage_id"] if "gold_passage_id" in questions.column_names else None
-    if gold_ids is not None:
-        metrics.update(gold_recall(retrieved_ids, gold_ids, ks))
+    question_ids = questions["id"]
+    answered = [row for row, question_answers in enumerate(answers) if question_answers]
+    metrics: dict[str, float | int] = {}
+    # top-k accuracy measures only questions with answers: one without would read as a miss that was measured
+    if answered:
+        metrics.update(top_k_accuracy([hits[row] for row in answered], ks))
+        metrics["num_questions_with_answers"] = len(answered)
+    gold_ids = (
+        questions["gold_passage_id"] if "gold_passage_id" in questions.column_names else [""] * len(hits)
+    )
+    metrics.update(gold_recall(retrieved_ids, gold_ids, ks))
+    judged: set[str] = set()
     if qrels is not None:
-        judged = [
-            (ids, qrels[qid]) for ids, qid in zip(retrieved_ids, questions["id"], strict=True) if qid in qrels
-        ]
-        metrics["mrr_10"] = mrr_at_k([ids for ids, _ in judged], [rel for _, rel in judged], k=10)
-        metrics["ndcg_10"] = ndcg_at_k([ids for ids, _ in judged], [rel for _, rel in judged], k=10)
+        judged = {qid for qid in question_ids if qid in qrels}
+        if not judged:
+            raise DPRDataError(
+                f"no question id has judgements in the qrels (questions: {question_ids[:1]}, ...; qrels:"
+                f" {list(qrels)[:1]}, ...): check that both come from the same dataset",
+                "qrels",
+            )
+        ranked = {qid: ids for qid, ids in zip(question_ids, retrieved_ids, strict=True) if qid in judged}
+        metrics.update(ir_metrics(ranked, qrels, depth=top_k))
         metrics["num_judged_questions"] = len(judged)
+    unmeasured = sum(
+        not question_answers and not gold and qid not in judged
+        for qid, question_answers, gold in zip(question_ids, answers, gold_ids, strict=True)
+    )
+    if unmeasured:
+        logger.warning(
+            "%d of %d questions have no answers, gold passage id or relevance judgement: they are in the results"
+            " but in no metric",
+            unmeasured,
+            len(question_ids),
+        )
     metrics["num_questions"] = len(questions)
 
     results = []
@@ -139,7 +147,8 @@ def score_retrieval(
             for passage, hit in zip(passages, question_hits, strict=True)
         ]
         results.append(record)
-    return RetrievalEvaluation(results, metrics, top_k_curve(hits, top_k))
+    curve = top_k_curve([hits[row] for row in answered], top_k) if answered else []
+    return RetrievalEvaluation(results, metrics, curve)
 
 
 def _write_json(content, path: Path) -> None:
