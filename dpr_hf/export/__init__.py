@@ -1,5 +1,15 @@
-"""Exports of trained dpr_hf models to other runtimes: sentence-transformers (`export_sentence_transformers`)."""
+"""Exports of trained dpr_hf models to other runtimes: sentence-transformers, and ONNX (run by ONNX Runtime or
+OpenVINO through models that stand in for the torch ones). onnxruntime / openvino are optional extras."""
 
+from .onnx import ONNXEncoder, ONNXReader, export_model_onnx, export_onnx, load_onnx_model
 from .sentence_transformers import export_sentence_transformers, read_pair_settings
 
-__all__ = ["export_sentence_transformers", "read_pair_settings"]
+__all__ = [
+    "ONNXEncoder",
+    "ONNXReader",
+    "export_model_onnx",
+    "export_onnx",
+    "export_sentence_transformers",
+    "load_onnx_model",
+    "read_pair_settings",
+]
