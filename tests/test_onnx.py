@@ -8,9 +8,10 @@ from tiny_qa_system import PASSAGES, QUESTIONS, build_tiny_system
 
 from dpr_hf import format_passages, format_questions
 from dpr_hf.cli import main
+from dpr_hf.encoding import encode_passages
 from dpr_hf.export import ONNXEncoder, ONNXReader, export_onnx, load_onnx_model
-from dpr_hf.indexing import encode_passages, encoder_fingerprint
-from dpr_hf.reading import read
+from dpr_hf.models.fingerprints import encoder_fingerprint
+from dpr_hf.reader import read
 
 TITLES = [p["title"] for p in PASSAGES]
 TEXTS = [p["text"] for p in PASSAGES]

@@ -96,7 +96,7 @@ def export_model_onnx(
     The folder appears whole or not at all. `quantize` adds `model_int8.onnx` next to the fp32 model. The model
     is put in eval mode (and fp32) for the export.
     """
-    from ..indexing import encoder_fingerprint
+    from ..models.fingerprints import encoder_fingerprint
 
     output_dir = Path(output_dir)
     if output_dir.exists() and not overwrite:

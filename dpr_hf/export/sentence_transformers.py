@@ -20,11 +20,9 @@ import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
 from ..atomic import replace_folder
-from ..errors import DPRDataError, MismatchError
+from ..errors import MismatchError
 
 SIMILARITIES = ("dot", "cosine")
-# Where a pair's training settings live: a retriever training folder, or a system folder.
-TRAINING_ARGS_FILES = ("training_args.json", "training_args/retriever.json")
 EXPORT_INFO_FILE = "dpr_hf_export.json"
 # Probe passages for the separator check: plain, punctuation around the boundary, digits, accents.
 _PROBES = (
@@ -48,33 +46,17 @@ class PairSettings:
     normalize: bool
 
 
-def _read_training_args(pair_dir: Path) -> tuple[Path | None, dict]:
-    for name in TRAINING_ARGS_FILES:
-        path = pair_dir / name
-        if path.is_file():
-            try:
-                content = json.loads(path.read_text())
-            except (json.JSONDecodeError, UnicodeDecodeError) as error:
-                raise DPRDataError(f"not valid JSON ({error})", path=str(path)) from error
-            if not isinstance(content, dict):
-                raise DPRDataError("expected a JSON object of training arguments", path=str(path))
-            return path, content
-    return None, {}
-
-
 def read_pair_settings(
     pair_dir: str | os.PathLike,
     similarity: str | None = None,
     question_max_length: int | None = None,
     passage_max_length: int | None = None,
 ) -> PairSettings:
-    """The pair's inference settings: towers' configs, then its `training_args.json`, then dpr_hf's defaults.
+    """The pair's inference settings, from its towers' configs (what dpr_hf's own encoding uses).
 
-    Explicit arguments win (a pair trained elsewhere may carry no training arguments). Without a recorded
-    similarity a pair that normalises is cosine, otherwise dot product (how `dpr-hf train-retriever` sets it).
+    Explicit arguments win: another similarity than the trained one, or other lengths.
     """
     from .. import DPREncoderConfig
-    from ..tokenization import PASSAGE_MAX_LENGTH, QUESTION_MAX_LENGTH
 
     pair_dir = Path(pair_dir)
     configs = {}
@@ -97,20 +79,16 @@ def read_pair_settings(
             f"the towers of {pair_dir} disagree: normalize {question.normalize}/{passage.normalize}, "
             f"projection_dim {question.projection_dim}/{passage.projection_dim} (question/passage)"
         )
-    args_path, args = _read_training_args(pair_dir)
-    similarity = similarity or args.get("similarity") or ("cosine" if question.normalize else "dot")
+    similarity = similarity or question.similarity
     if similarity not in SIMILARITIES:
-        where = f" (from {args_path})" if args_path and "similarity" in args else ""
-        raise DPRDataError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}{where}")
+        raise ValueError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}")
     lengths = {
-        "question_max_length": question_max_length or args.get("question_max_length") or QUESTION_MAX_LENGTH,
-        "passage_max_length": passage_max_length or args.get("passage_max_length") or PASSAGE_MAX_LENGTH,
+        "question_max_length": question_max_length or question.max_seq_length,
+        "passage_max_length": passage_max_length or passage.max_seq_length,
     }
     for name, value in lengths.items():
-        if not isinstance(value, int) or value < 2:
-            raise DPRDataError(
-                f"{name} must be an integer >= 2, got {value!r}", path=str(args_path or pair_dir)
-            )
+        if value < 2:
+            raise ValueError(f"{name} must be >= 2 (room for [CLS] and [SEP]), got {value}")
     return PairSettings(
         similarity=similarity,
         temperature=float(question.temperature),
@@ -128,7 +106,7 @@ def passage_separator(tokenizer: PreTrainedTokenizerBase) -> str:
     Checked on probe passages: same input ids, and the single string's segment ids are all zero as dpr_hf's are.
     A tokenizer whose pair encoding no single string reproduces (e.g. RoBERTa's `</s></s>`) is refused.
     """
-    from ..tokenization import format_passages
+    from .. import format_passages
 
     if not tokenizer.sep_token:
         raise MismatchError(

@@ -29,7 +29,13 @@ def _fingerprint(config: dict, tensors: Iterable[tuple[str, torch.Tensor]]) -> s
 
 
 def encoder_fingerprint(encoder: PreTrainedModel) -> str:
-    """Hash of the weights and pooling config: the same vectors come out iff the fingerprints agree."""
+    """Hash of the weights and pooling config: the same vectors come out iff the fingerprints agree.
+
+    An exported stand-in (`dpr_hf.export.ONNXEncoder`) has no torch weights; it carries its source's fingerprint.
+    """
+    recorded = getattr(encoder, "fingerprint", None)
+    if isinstance(recorded, str):
+        return recorded
     return _fingerprint(encoder.config.to_dict(), encoder.state_dict().items())
 
 
