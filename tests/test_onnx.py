@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
+from datasets import load_from_disk
 from tiny_qa_system import PASSAGES, QUESTIONS, build_tiny_system
 
 from dpr_hf import format_passages, format_questions
@@ -123,3 +126,89 @@ def test_bad_inputs_are_refused(exported, tmp_path, capsys):
         load_onnx_model(only_fp32, backend="tensorrt")
     with pytest.raises(ValueError, match="CPU"):
         load_onnx_model(only_fp32).to("cuda")
+
+
+def _write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def test_encode_and_evaluate_retrieval_take_a_backend(exported, tmp_path, monkeypatch, capsys):
+    """`--backend onnx|openvino` on the torch folders: exported once into the cache, then the same embeddings,
+    the same fingerprint in encoding.json, and the same retrieval results as torch."""
+    monkeypatch.setenv("DPR_HF_CACHE", str(tmp_path / "cache"))
+    system_dir = exported.parent / "system"
+    passages = _write_jsonl(tmp_path / "passages.jsonl", PASSAGES)
+    runs = {}
+    for backend, precision in (("torch", "fp32"), ("onnx", "fp32"), ("openvino", "fp32"), ("onnx", "int8")):
+        out = tmp_path / f"emb-{backend}-{precision}"
+        argv = [
+            "encode",
+            "--passage-encoder",
+            str(system_dir),
+            "--passages",
+            str(passages),
+            "--output",
+            str(out),
+        ]
+        assert main([*argv, "--backend", backend, "--precision", precision, "--batch-size", "5"]) == 0
+        runs[backend, precision] = (load_from_disk(str(out)), json.loads((out / "encoding.json").read_text()))
+    (cached,) = (tmp_path / "cache" / "onnx").iterdir()  # one export of the passage encoder, fp32 and int8
+    assert {"model.onnx", "model_int8.onnx"} <= {p.name for p in cached.iterdir()}
+    want, want_info = runs["torch", "fp32"]
+    for (backend, precision), (got, info) in runs.items():
+        assert info["encoder_fingerprint"] == want_info["encoder_fingerprint"]
+        threshold = 0.99 if precision == "int8" else 0.99999
+        cosine = _min_cosine(torch.tensor(got["embeddings"]), torch.tensor(want["embeddings"]))
+        assert cosine >= threshold, (backend, precision, cosine)
+
+    questions = _write_jsonl(
+        tmp_path / "questions.jsonl",
+        [
+            {"question": q, "answers": [a]}
+            for q, a in zip(QUESTIONS, ["Paris", "Shakespeare", "Everest", "Guido", "1969"], strict=True)
+        ],
+    )
+    results = {}
+    for backend in ("torch", "onnx"):
+        out = tmp_path / f"eval-{backend}"
+        argv = [
+            "evaluate-retrieval",
+            "--retriever",
+            "dense",
+            "--model",
+            str(system_dir),
+            "--index",
+            str(system_dir),
+        ]
+        assert (
+            main(
+                [
+                    *argv,
+                    "--questions",
+                    str(questions),
+                    "--output-dir",
+                    str(out),
+                    "--top-k",
+                    "5",
+                    "--backend",
+                    backend,
+                ]
+            )
+            == 0
+        )
+        results[backend] = json.loads((out / "results.json").read_text())
+    strip = {b: [[c["id"] for c in r["ctxs"]] for r in rs] for b, rs in results.items()}
+    assert strip["onnx"] == strip["torch"]
+    capsys.readouterr()
+    argv = [
+        "encode",
+        "--passage-encoder",
+        str(system_dir),
+        "--passages",
+        str(passages),
+        "--output",
+        str(tmp_path / "x"),
+    ]
+    assert main([*argv, "--backend", "torch", "--precision", "int8"]) == 2
+    assert "not offered by the torch backend" in capsys.readouterr().err

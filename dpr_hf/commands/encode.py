@@ -28,10 +28,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--shard-size", type=int, default=100_000, help="passages per resumable shard (100000)"
     )
     parser.add_argument(
+        "--backend",
+        choices=("torch", "onnx", "openvino"),
+        default="torch",
+        help="torch; onnx / openvino: the encoder's ONNX export (given, or made once in ~/.cache/dpr_hf/onnx)",
+    )
+    parser.add_argument(
         "--precision",
-        choices=("fp32", "bf32", "bf16", "fp16"),
+        choices=("fp32", "bf32", "bf16", "fp16", "int8"),
         default="fp32",
-        help="fp32; bf32 (CPU bf16 matmul math); bf16/fp16 autocast",
+        help="fp32; torch: bf32 (CPU bf16 matmul math), bf16/fp16 autocast; onnx/openvino: int8 (dynamic)",
     )
 
 
@@ -40,14 +46,14 @@ def run(args: argparse.Namespace) -> int:
 
     from ..data import load_passages
     from ..encoding import distributed_state, encode_corpus
-    from ..models.modeling import PassageEncoder
+    from ..export.backends import load_encoder
     from ..models.pair import encoder_dir
 
     path = encoder_dir(args.passage_encoder, "passage")
     state = distributed_state()
     with state.main_process_first():  # one process builds the datasets cache, the others reuse it
         passages = load_passages(args.passages, split=args.split)
-    encoder = PassageEncoder.from_pretrained(path)
+    encoder, precision = load_encoder(path, "passage", backend=args.backend, precision=args.precision)
     embeddings = encode_corpus(
         encoder,
         AutoTokenizer.from_pretrained(path),
@@ -56,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         shard_size=args.shard_size,
         batch_size=args.batch_size,
         max_length=args.max_length,
-        precision=args.precision,
+        precision=precision,
         encoder_name=str(path),
     )
     if state.is_main_process:

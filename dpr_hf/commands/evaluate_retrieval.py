@@ -40,10 +40,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--batch-size", type=int, default=128, help="questions/passages encoded at once (128)"
     )
     parser.add_argument(
+        "--backend",
+        choices=("torch", "onnx", "openvino"),
+        default="torch",
+        help="torch; onnx / openvino: the encoders' ONNX exports (--model names them, or they are made once "
+        "in ~/.cache/dpr_hf/onnx)",
+    )
+    parser.add_argument(
         "--precision",
-        choices=("fp32", "bf32", "bf16", "fp16"),
+        choices=("fp32", "bf32", "bf16", "fp16", "int8"),
         default="fp32",
-        help="fp32; bf32 (CPU bf16 matmul math); bf16/fp16 autocast",
+        help="fp32; torch: bf32 (CPU bf16 matmul math), bf16/fp16 autocast; onnx/openvino: int8 (dynamic)",
     )
 
 
@@ -74,27 +81,31 @@ def _dense(args: argparse.Namespace):
 
     from ..data import load_passages
     from ..encoding import encode_passages
+    from ..export.backends import load_encoder
     from ..index.passage_index import PassageIndex
     from ..models.fingerprints import encoder_fingerprint
-    from ..models.modeling import PassageEncoder, QuestionEncoder
     from ..models.pair import encoder_dir
     from ..retrieval.dense import DenseRetriever
 
     if not args.model:
         raise FileNotFoundError(f"--retriever {args.retriever} needs --model (a pair or system folder)")
     question_dir = encoder_dir(args.model, "question")
-    question_encoder = QuestionEncoder.from_pretrained(question_dir)
+    question_encoder, precision = load_encoder(
+        question_dir, "question", backend=args.backend, precision=args.precision
+    )
     if args.index:
         index = PassageIndex.load(_index_dir(Path(args.index)), question_encoder=question_encoder)
     else:
         passage_dir = encoder_dir(args.model, "passage")
-        passage_encoder = PassageEncoder.from_pretrained(passage_dir)
+        passage_encoder, _ = load_encoder(
+            passage_dir, "passage", backend=args.backend, precision=args.precision
+        )
         embedded = encode_passages(
             passage_encoder,
             AutoTokenizer.from_pretrained(passage_dir),
             load_passages(args.passages),
             batch_size=args.batch_size,
-            precision=args.precision,
+            precision=precision,
         )
         index = PassageIndex.build(
             embedded,
@@ -103,9 +114,7 @@ def _dense(args: argparse.Namespace):
             encoder_fingerprint=encoder_fingerprint(passage_encoder),
         )
     tokenizer = AutoTokenizer.from_pretrained(question_dir)
-    return DenseRetriever(
-        question_encoder, tokenizer, index, batch_size=args.batch_size, precision=args.precision
-    )
+    return DenseRetriever(question_encoder, tokenizer, index, batch_size=args.batch_size, precision=precision)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -43,6 +43,11 @@ def pretrained_fingerprint(model_dir: str | os.PathLike) -> str:
     """`encoder_fingerprint` of a saved encoder folder, read from its safetensors files without building it."""
     model_dir = Path(model_dir)
     files = sorted(model_dir.glob("*.safetensors"))
+    exported = (
+        model_dir / "onnx_export.json"
+    )  # an ONNX export (dpr_hf.export) records its source's fingerprint
+    if not files and exported.is_file():
+        return json.loads(exported.read_text())["fingerprint"]
     if not files:
         raise FileNotFoundError(f"no *.safetensors weights in {model_dir}")
     config = json.loads((model_dir / "config.json").read_text())
