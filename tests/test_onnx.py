@@ -8,11 +8,12 @@ import pytest
 import torch
 from datasets import load_from_disk
 from tiny_qa_system import PASSAGES, QUESTIONS, build_tiny_system
+from transformers import pipeline
 
 from dpr_hf import format_passages, format_questions
 from dpr_hf.cli import main
 from dpr_hf.encoding import encode_passages
-from dpr_hf.export import ONNXEncoder, ONNXReader, export_onnx, load_onnx_model
+from dpr_hf.export import ONNXEncoder, ONNXReader, export_onnx, load_onnx_model, load_system
 from dpr_hf.models.fingerprints import encoder_fingerprint
 from dpr_hf.reader import read
 
@@ -212,3 +213,26 @@ def test_encode_and_evaluate_retrieval_take_a_backend(exported, tmp_path, monkey
     ]
     assert main([*argv, "--backend", "torch", "--precision", "int8"]) == 2
     assert "not offered by the torch backend" in capsys.readouterr().err
+
+
+def test_pipeline_on_the_onnx_backend(exported, tmp_path, monkeypatch):
+    """`pipeline("open-domain-qa", model=load_system(folder, "onnx"))` answers as the torch system does."""
+    monkeypatch.setenv("DPR_HF_CACHE", str(tmp_path / "cache"))
+    system_dir = exported.parent / "system"
+    want = pipeline("open-domain-qa", model=str(system_dir), device="cpu")(QUESTIONS, top_k=2)
+    onnx_system = load_system(system_dir, backend="onnx")
+    assert isinstance(onnx_system.question_encoder, ONNXEncoder) and isinstance(
+        onnx_system.reader, ONNXReader
+    )
+    got = pipeline("open-domain-qa", model=onnx_system, device="cpu")(QUESTIONS, top_k=2)
+    assert _rounded(got) == _rounded(want)
+
+
+def _rounded(value):
+    if isinstance(value, float):
+        return round(value, 4)
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return value

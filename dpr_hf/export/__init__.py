@@ -1,7 +1,7 @@
 """Exports of trained dpr_hf models to other runtimes: sentence-transformers, and ONNX (run by ONNX Runtime or
 OpenVINO through models that stand in for the torch ones). onnxruntime / openvino are optional extras."""
 
-from .backends import BACKENDS, load_encoder
+from .backends import BACKENDS, load_encoder, load_system
 from .onnx import ONNXEncoder, ONNXReader, export_model_onnx, export_onnx, load_onnx_model
 from .sentence_transformers import export_sentence_transformers, read_pair_settings
 
@@ -14,5 +14,6 @@ __all__ = [
     "export_sentence_transformers",
     "load_encoder",
     "load_onnx_model",
+    "load_system",
     "read_pair_settings",
 ]

@@ -64,3 +64,38 @@ def load_encoder(path: str | os.PathLike, role: str, backend: str = "torch", pre
         raise MismatchError(f"{folder} holds no {role} encoder")
     model.name_or_path = str(folder)  # the folder it stands for: index checks find its partner tower there
     return model, None
+
+
+def load_system(folder: str | os.PathLike, backend: str = "torch", precision: str | None = None, **kwargs):
+    """A `QASystem` whose question encoder and reader run on `backend` (for `pipeline("open-domain-qa",
+    model=load_system(folder, "onnx"))`); the index, BM25 and tokenizers are the folder's. `kwargs` go to
+    `QASystem.from_pretrained` (Hub options, `with_reader`)."""
+    from ..pipelines import QASystem
+    from .onnx import load_onnx_model
+
+    system = QASystem.from_pretrained(folder, with_passage_encoder=False, **kwargs)
+    if backend == "torch":
+        if precision not in (None, "fp32"):
+            raise MismatchError("a torch system answers in fp32: load it with dtype=... for other precisions")
+        return system
+    question_dir = Path(
+        system.question_encoder.name_or_path
+    )  # the resolved local folder (a Hub snapshot too)
+    question_encoder, _ = load_encoder(question_dir, "question", backend=backend, precision=precision)
+    reader = None
+    if system.reader is not None:
+        reader_dir = Path(system.reader.name_or_path)
+        quantized = precision == "int8"
+        reader = load_onnx_model(onnx_export_of(reader_dir, quantized), quantized=quantized, backend=backend)
+        reader.name_or_path = str(reader_dir)
+    return QASystem(
+        question_encoder=question_encoder,
+        question_tokenizer=system.question_tokenizer,
+        index=system.index,
+        reader=reader,
+        reader_tokenizer=system.reader_tokenizer,
+        bm25=system.bm25,
+        config=system.config,
+        metrics=system.metrics,
+        training_args=system.training_args,
+    )
