@@ -51,9 +51,10 @@ def run(args: argparse.Namespace) -> int:
 
     path = encoder_dir(args.passage_encoder, "passage")
     state = distributed_state()
-    with state.main_process_first():  # one process builds the datasets cache, the others reuse it
+    # one process builds the datasets cache (and an on-demand ONNX export), the others reuse it
+    with state.main_process_first():
         passages = load_passages(args.passages, split=args.split)
-    encoder, precision = load_encoder(path, "passage", backend=args.backend, precision=args.precision)
+        encoder, precision = load_encoder(path, "passage", backend=args.backend, precision=args.precision)
     embeddings = encode_corpus(
         encoder,
         AutoTokenizer.from_pretrained(path),
