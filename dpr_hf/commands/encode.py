@@ -25,9 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--output", required=True, help="output folder (datasets save_to_disk + encoding.json)"
     )
     parser.add_argument("--batch-size", type=int, default=64, help="passages per forward pass (64)")
-    parser.add_argument(
-        "--max-length", type=int, help="passage tokens kept (default: the encoder's trained length)"
-    )
+    parser.add_argument("--max-length", type=int, default=256, help="passage tokens kept (256)")
     parser.add_argument(
         "--shard-size", type=int, default=100_000, help="passages per resumable shard (100000)"
     )
@@ -35,23 +33,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from transformers import AutoTokenizer
+
     from ..data import load_passages
     from ..encoding import distributed_state, encode_corpus
-    from ..models.pair import EncoderPair
+    from ..export.backends import load_encoder
+    from ..models.pair import encoder_dir
 
+    path = encoder_dir(args.passage_encoder, "passage")
     state = distributed_state()
-    with state.main_process_first():  # one process builds the datasets cache, the others reuse it
+    # one process builds the datasets cache (and an on-demand ONNX export), the others reuse it
+    with state.main_process_first():
         passages = load_passages(args.passages, split=args.split)
-    pair = EncoderPair.from_pretrained(args.passage_encoder, roles=("passage",))
+        encoder, precision = load_encoder(path, "passage", backend=args.backend, precision=args.precision)
     embeddings = encode_corpus(
-        pair.passage_encoder,
-        pair.passage_tokenizer,
+        encoder,
+        AutoTokenizer.from_pretrained(path),
         passages,
         args.output,
         shard_size=args.shard_size,
         batch_size=args.batch_size,
         max_length=args.max_length,
-        precision=args.precision,
+        precision=precision,
+        encoder_name=str(path),
     )
     if state.is_main_process:
         print(f"encoded {len(embeddings)} passages into {args.output}")

@@ -74,8 +74,11 @@ def _bm25(args: argparse.Namespace):
 
 
 def _dense(args: argparse.Namespace):
+    from transformers import AutoTokenizer
+
     from ..data import load_passages
     from ..encoding import encode_passages
+    from ..export.backends import load_encoder
     from ..index.passage_index import PassageIndex
     from ..models.fingerprints import encoder_fingerprint
     from ..models.pair import EncoderPair
@@ -84,33 +87,33 @@ def _dense(args: argparse.Namespace):
 
     if not args.model:
         raise FileNotFoundError(f"--retriever {args.retriever} needs --model (a pair or system folder)")
-    pair = EncoderPair.from_pretrained(
-        args.model, roles=("question",) if args.index else ("question", "passage")
+    question_dir = EncoderPair.encoder_dir(args.model, "question")
+    question_encoder, precision = load_encoder(
+        question_dir, "question", backend=args.backend, precision=args.precision
     )
     if args.index:
         index_dir = QASystem.part_dir(args.index, "index") or Path(args.index)
-        index = PassageIndex.load(index_dir, question_encoder=pair.question_encoder)
+        index = PassageIndex.load(index_dir, question_encoder=question_encoder)
     else:
+        passage_dir = EncoderPair.encoder_dir(args.model, "passage")
+        passage_encoder, _ = load_encoder(
+            passage_dir, "passage", backend=args.backend, precision=args.precision
+        )
         embedded = encode_passages(
-            pair.passage_encoder,
-            pair.passage_tokenizer,
+            passage_encoder,
+            AutoTokenizer.from_pretrained(passage_dir),
             load_passages(args.passages),
             batch_size=args.batch_size,
-            precision=args.precision,
+            precision=precision,
         )
         index = PassageIndex.build(
             embedded,
             factory=args.factory,
-            encoder_name=pair.passage_encoder.name_or_path,
-            encoder_fingerprint=encoder_fingerprint(pair.passage_encoder),
+            encoder_name=str(passage_dir),
+            encoder_fingerprint=encoder_fingerprint(passage_encoder),
         )
-    return DenseRetriever(
-        pair.question_encoder,
-        pair.question_tokenizer,
-        index,
-        batch_size=args.batch_size,
-        precision=args.precision,
-    )
+    tokenizer = AutoTokenizer.from_pretrained(question_dir)
+    return DenseRetriever(question_encoder, tokenizer, index, batch_size=args.batch_size, precision=precision)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -29,7 +29,13 @@ def _fingerprint(config: dict, tensors: Iterable[tuple[str, torch.Tensor]]) -> s
 
 
 def encoder_fingerprint(encoder: PreTrainedModel) -> str:
-    """Hash of the weights and pooling config: the same vectors come out iff the fingerprints agree."""
+    """Hash of the weights and pooling config: the same vectors come out iff the fingerprints agree.
+
+    An exported stand-in (`dpr_hf.export.ONNXEncoder`) has no torch weights; it carries its source's fingerprint.
+    """
+    recorded = getattr(encoder, "fingerprint", None)
+    if isinstance(recorded, str):
+        return recorded
     return _fingerprint(encoder.config.to_dict(), encoder.state_dict().items())
 
 
@@ -37,6 +43,11 @@ def pretrained_fingerprint(model_dir: str | os.PathLike) -> str:
     """`encoder_fingerprint` of a saved encoder folder, read from its safetensors files without building it."""
     model_dir = Path(model_dir)
     files = sorted(model_dir.glob("*.safetensors"))
+    exported = (
+        model_dir / "onnx_export.json"
+    )  # an ONNX export (dpr_hf.export) records its source's fingerprint
+    if not files and exported.is_file():
+        return json.loads(exported.read_text())["fingerprint"]
     if not files:
         raise FileNotFoundError(f"no *.safetensors weights in {model_dir}")
     config = json.loads((model_dir / "config.json").read_text())

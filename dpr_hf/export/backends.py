@@ -1,0 +1,101 @@
+"""Load an encoder for a runtime backend: the torch model, or its ONNX export run by ONNX Runtime or OpenVINO.
+
+Every backend's model is called the same way (`model(**inputs).pooler_output`), so `dpr_hf.encoding.encode`,
+`encode_corpus` and `DenseRetriever` take any of them unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import MismatchError
+
+BACKENDS = ("torch", "onnx", "openvino")
+# Precisions each backend offers; torch's are applied while encoding (`precision_context`), int8 at load time.
+BACKEND_PRECISIONS = {
+    "torch": ("fp32", "bf32", "bf16", "fp16"),
+    "onnx": ("fp32", "int8"),
+    "openvino": ("fp32", "int8"),
+}
+
+
+def onnx_cache_dir() -> Path:
+    """Where ONNX exports made on demand are kept, one folder per source fingerprint ($DPR_HF_CACHE/onnx)."""
+    return Path(os.environ.get("DPR_HF_CACHE", Path.home() / ".cache" / "dpr_hf")) / "onnx"
+
+
+def onnx_export_of(model_dir: str | os.PathLike, quantized: bool = False) -> Path:
+    """`model_dir` itself when it is an ONNX export; otherwise its export in `onnx_cache_dir()`, made once."""
+    from ..models.fingerprints import pretrained_fingerprint
+    from .onnx import INFO_FILE, INT8_FILE, ONNX_FILE, export_onnx
+
+    model_dir = Path(model_dir)
+    if (model_dir / INFO_FILE).is_file():
+        return model_dir
+    folder = onnx_cache_dir() / pretrained_fingerprint(model_dir).split(":")[-1][:32]
+    if not (folder / (INT8_FILE if quantized else ONNX_FILE)).is_file():
+        export_onnx(model_dir, folder, quantize=quantized, overwrite=True)
+    return folder
+
+
+def load_encoder(path: str | os.PathLike, role: str, backend: str = "torch", precision: str | None = None):
+    """The `role` ("question" / "passage") encoder of `path` (encoder, pair or system folder, or an ONNX export
+    of one) for `backend`. Returns `(model, precision)`: the precision left for `encode` to apply (torch's), or
+    None where the backend applied it at load time (int8 picks the quantised ONNX model)."""
+    from ..models.modeling import PassageEncoder, QuestionEncoder
+    from ..models.pair import encoder_dir
+    from .onnx import load_onnx_model
+
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    precision = precision or "fp32"
+    if precision not in BACKEND_PRECISIONS[backend]:
+        raise MismatchError(
+            f"precision {precision!r} is not offered by the {backend} backend (it has {BACKEND_PRECISIONS[backend]})"
+        )
+    folder = encoder_dir(path, role)
+    if backend == "torch":
+        cls = QuestionEncoder if role == "question" else PassageEncoder
+        return cls.from_pretrained(folder), precision
+    quantized = precision == "int8"
+    model = load_onnx_model(onnx_export_of(folder, quantized), quantized=quantized, backend=backend)
+    if getattr(model.config, "role", None) != role:
+        raise MismatchError(f"{folder} holds no {role} encoder")
+    model.name_or_path = str(folder)  # the folder it stands for: index checks find its partner tower there
+    return model, None
+
+
+def load_system(folder: str | os.PathLike, backend: str = "torch", precision: str | None = None, **kwargs):
+    """A `QASystem` whose question encoder and reader run on `backend` (for `pipeline("open-domain-qa",
+    model=load_system(folder, "onnx"))`); the index, BM25 and tokenizers are the folder's. `kwargs` go to
+    `QASystem.from_pretrained` (Hub options, `with_reader`)."""
+    from ..pipelines import QASystem
+    from .onnx import load_onnx_model
+
+    system = QASystem.from_pretrained(folder, with_passage_encoder=False, **kwargs)
+    if backend == "torch":
+        if precision not in (None, "fp32"):
+            raise MismatchError("a torch system answers in fp32: load it with dtype=... for other precisions")
+        return system
+    question_dir = Path(
+        system.question_encoder.name_or_path
+    )  # the resolved local folder (a Hub snapshot too)
+    question_encoder, _ = load_encoder(question_dir, "question", backend=backend, precision=precision)
+    reader = None
+    if system.reader is not None:
+        reader_dir = Path(system.reader.name_or_path)
+        quantized = precision == "int8"
+        reader = load_onnx_model(onnx_export_of(reader_dir, quantized), quantized=quantized, backend=backend)
+        reader.name_or_path = str(reader_dir)
+    return QASystem(
+        question_encoder=question_encoder,
+        question_tokenizer=system.question_tokenizer,
+        index=system.index,
+        reader=reader,
+        reader_tokenizer=system.reader_tokenizer,
+        bm25=system.bm25,
+        config=system.config,
+        metrics=system.metrics,
+        training_args=system.training_args,
+    )
