@@ -19,6 +19,7 @@ COMMANDS = {
     "train-reader": "train_reader",
     "evaluate-reader": "evaluate_reader",
     "push": "push",
+    "demo": "demo",
 }
 
 

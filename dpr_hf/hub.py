@@ -3,6 +3,7 @@
 A system goes up as one repo (the folder as saved, plus its card). On request the two encoders and the reader also
 go up as their own repos (`{repo_id}-question-encoder`, `{repo_id}-passage-encoder`, `{repo_id}-reader`), as the
 original DPR checkpoints were published, each card naming its partner tower.
+`push_space` publishes a gradio Space serving the system's demo page (`dpr-hf demo`).
 """
 
 from __future__ import annotations
@@ -288,3 +289,27 @@ def push_system(
                 repo_id=part_repo, folder_path=stage, commit_message=commit_message
             )
     return results
+
+
+def push_space(
+    system_repo_id: str,
+    space_id: str,
+    private: bool | None = None,
+    token: str | None = None,
+    commit_message: str = "Upload dpr-hf demo Space",
+    **space_kwargs,
+) -> Any:
+    """Create (or update) the gradio Space `space_id` serving the demo page of the system `system_repo_id`.
+
+    `space_kwargs` go to `dpr_hf.demo.space.write_space` (`requirements`, `title`, `license`). Returns the
+    `upload_folder` result.
+    """
+    from .demo.space import write_space
+
+    api = HfApi(token=token)
+    with tempfile.TemporaryDirectory(prefix=".space-") as tmp:
+        folder = write_space(Path(tmp) / "space", system_repo_id, **space_kwargs)
+        api.create_repo(space_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
+        return api.upload_folder(
+            repo_id=space_id, repo_type="space", folder_path=folder, commit_message=commit_message
+        )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import logging
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -66,7 +67,9 @@ def available_retrievers(system: QASystem) -> list[str]:
 def highlight(text: str, start: int, end: int) -> str:
     """The passage as HTML (escaped), with the answer span `text[start:end]` wrapped in <mark>."""
     if not 0 <= start <= end <= len(text):
-        raise ValueError(f"answer span [{start}, {end}) lies outside the passage text ({len(text)} characters)")
+        raise ValueError(
+            f"answer span [{start}, {end}) lies outside the passage text ({len(text)} characters)"
+        )
     before, span, after = text[:start], text[start:end], text[end:]
     return f"{html.escape(before)}<mark>{html.escape(span)}</mark>{html.escape(after)}"
 
@@ -112,7 +115,7 @@ def answer_question(
     if not isinstance(question, str) or not question.strip():
         result["error"] = "Type a question first."
     elif retriever not in available_retrievers(qa.model):
-        result["error"] = f"This system has no {RETRIEVER_LABELS.get(retriever, retriever)!r} retriever."
+        result["error"] = f"This system has no {RETRIEVER_LABELS.get(retriever, retriever)} retriever."
     if result["error"]:
         result["answer_html"] = error_html(result["error"])
         return result
@@ -145,13 +148,17 @@ def build_demo(system_or_path: QASystem | str | os.PathLike, title: str | None =
     """
     gr = require_gradio()
     name = title or (str(system_or_path) if isinstance(system_or_path, (str, os.PathLike)) else "QA system")
+    if title is None and isinstance(system_or_path, (str, os.PathLike)) and Path(system_or_path).is_dir():
+        name = Path(system_or_path).resolve().name  # a folder: its name, not the whole path
     try:
         qa = load_qa(system_or_path)
     except Exception as error:  # the page says what went wrong; the traceback goes to the server log only
         logger.exception("loading the QA system %s failed", name)
         with gr.Blocks(title=f"dpr-hf demo: {name}", analytics_enabled=False) as demo:
             gr.Markdown(f"# Open-domain QA: {name}")
-            gr.HTML(error_html(f"Could not load the QA system {name}: {error}"), elem_id="load-error")
+            gr.HTML(
+                error_html(f"Could not load the QA system {system_or_path}: {error}"), elem_id="load-error"
+            )
         return demo
 
     system, config = qa.model, qa.model.config
@@ -173,7 +180,7 @@ def build_demo(system_or_path: QASystem | str | os.PathLike, title: str | None =
                     [(RETRIEVER_LABELS[r], r) for r in retrievers],
                     value=config.retriever if config.retriever in retrievers else "dense",
                     label="Retriever",
-                    info=None if system.bm25 is not None else "BM25 and hybrid need a bm25/ index in the system",
+                    info=None if system.bm25 is not None else "BM25 and hybrid need the system's bm25/ index",
                     elem_id="retriever",
                 )
                 num_passages = gr.Slider(

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 from huggingface_hub import snapshot_download
-from huggingface_hub.errors import LocalEntryNotFoundError
+from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
 from torch import nn
 from transformers import AutoTokenizer, PreTrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging
@@ -216,6 +216,10 @@ class QASystem(nn.Module):
             except LocalEntryNotFoundError as error:  # offline and not in the cache: say which system
                 raise FileNotFoundError(
                     f"{pretrained_model_name_or_path} is neither a local folder nor in the Hub cache: {error}"
+                ) from error
+            except HFValidationError as error:  # a path that does not exist, say: no Hub id looks like that
+                raise FileNotFoundError(
+                    f"{pretrained_model_name_or_path} is neither a local folder nor a Hub repo id"
                 ) from error
         if not (folder / "config.json").exists():
             raise FileNotFoundError(
