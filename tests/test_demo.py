@@ -215,6 +215,18 @@ def test_page_offers_the_systems_examples_and_retrievers(page):
     assert [value for _, value in radio["props"]["choices"]] == ["dense", "bm25", "hybrid"]
 
 
+def test_the_page_loads_the_system_once(system_dir, qa, tmp_path):
+    copy = tmp_path / "system"
+    shutil.copytree(system_dir, copy)
+    with _launched(build_demo(str(copy))) as url:
+        shutil.rmtree(copy)  # questions are answered from the system loaded with the page, not from disk
+        _, _, raw = gradio_client.Client(url, verbose=False).predict(
+            QUESTIONS[4], "bm25", 4, 1, api_name="/answer"
+        )
+    assert raw["error"] is None
+    assert _rounded(raw["answers"]) == _rounded(qa(QUESTIONS[4], retriever="bm25", num_passages=4, top_k=1))
+
+
 def test_a_system_that_does_not_load_gives_a_page_saying_why(tmp_path):
     missing = tmp_path / "no-such-system"
     not_a_system = tmp_path / "not-a-system"

@@ -44,15 +44,18 @@ def require_gradio() -> Any:
     return gradio
 
 
-def load_qa(system_or_path: QASystem | str | os.PathLike) -> OpenDomainQAPipeline:
-    """The `open-domain-qa` pipeline over a loaded system, or over a system folder / Hub id loaded here once.
+def load_qa(system_or_path: OpenDomainQAPipeline | QASystem | str | os.PathLike) -> OpenDomainQAPipeline:
+    """The `open-domain-qa` pipeline over a loaded system, or over a system folder / Hub id loaded here once (a
+    pipeline is used as it is).
 
     The passage encoder is not loaded: answering needs only the question encoder, the index, BM25 and the reader.
     """
     from transformers import pipeline
 
-    from dpr_hf import QASystem
+    from dpr_hf import OpenDomainQAPipeline, QASystem
 
+    if isinstance(system_or_path, OpenDomainQAPipeline):
+        return system_or_path
     system = system_or_path
     if not isinstance(system, QASystem):
         system = QASystem.from_pretrained(system_or_path, with_passage_encoder=False)
@@ -141,8 +144,10 @@ def answer_question(
     return result
 
 
-def build_demo(system_or_path: QASystem | str | os.PathLike, title: str | None = None) -> gr.Blocks:
-    """The demo page of one QA system (a loaded `QASystem`, a system folder or a Hub id), loaded once here.
+def build_demo(
+    system_or_path: OpenDomainQAPipeline | QASystem | str | os.PathLike, title: str | None = None
+) -> gr.Blocks:
+    """The demo page of one QA system (a loaded `QASystem` or pipeline, a system folder or a Hub id), loaded once.
 
     A system that does not load gives a page that says why. Launch with `.launch()` (`dpr-hf demo` does).
     """
