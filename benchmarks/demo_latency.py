@@ -31,7 +31,9 @@ def build_system(quick: bool):
 
     from dpr_hf import ExtractiveReader, PassageEncoder, QASystem, QASystemConfig, QuestionEncoder
     from dpr_hf.data import load_passages, load_questions
-    from dpr_hf.indexing import PassageIndex, encode_passages, encoder_fingerprint
+    from dpr_hf.encoding import encode_passages
+    from dpr_hf.index import PassageIndex
+    from dpr_hf.models.fingerprints import encoder_fingerprint
     from dpr_hf.retrieval import BM25Retriever
 
     base = common.base_model_dir()
