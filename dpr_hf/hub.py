@@ -302,7 +302,8 @@ def push_space(
     """Create (or update) the gradio Space `space_id` serving the demo page of the system `system_repo_id`.
 
     `space_kwargs` go to `dpr_hf.demo.space.write_space` (`requirements`, `title`, `license`). Returns the
-    `upload_folder` result.
+    `upload_folder` result. A Space downloads a private system repo only with a token: set the Space's `HF_TOKEN`
+    secret.
     """
     from .demo.space import write_space
 

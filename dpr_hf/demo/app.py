@@ -81,9 +81,11 @@ def error_html(message: str) -> str:
     return f'<div class="dpr-error">{html.escape(message)}</div>'
 
 
-def _answers_html(answers: list[dict]) -> str:
+def _answers_html(answers: list[dict], num_passages: int) -> str:
     if not answers:
-        return error_html("No answer: no passage was retrieved for this question.")
+        if not num_passages:
+            return error_html("No answer: no passage was retrieved for this question.")
+        return error_html(f"No answer: the reader found no answer span in the {num_passages} passages read.")
     blocks = []
     for answer in answers:
         passage = answer["passage"]
@@ -136,7 +138,7 @@ def answer_question(
         result["answer_html"] = error_html(result["error"])
         return result
     result["answers"], result["passages"] = output["answers"], output["passages"]
-    result["answer_html"] = _answers_html(output["answers"])
+    result["answer_html"] = _answers_html(output["answers"], len(output["passages"]))
     result["passage_rows"] = [
         [rank, passage["title"], round(float(passage["score"]), 4), retriever, str(passage["id"])]
         for rank, passage in enumerate(output["passages"], start=1)
