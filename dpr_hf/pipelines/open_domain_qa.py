@@ -110,7 +110,7 @@ class OpenDomainQAPipeline(_SystemPipeline):
     """Question(s) -> answers extracted from retrieved passages.
 
     Call parameters: `top_k` answers per question, `num_passages` retrieved and read, `max_answer_length` tokens,
-    `retriever` ("dense" or "hybrid"), `return_passages`. Each answer is `{"answer", "score", "start", "end",
+    `retriever` ("dense", "bm25" or "hybrid"), `return_passages`. Each answer is `{"answer", "score", "start", "end",
     "relevance", "passage": {"id", "title", "text", "score"}}`, best first (`start`/`end` are character offsets in
     the passage text); with `return_passages=True` a question gets `{"answers": [...], "passages": [...]}`.
     Defaults come from the system's config. Safe to call from several threads at once.
@@ -171,7 +171,8 @@ class OpenDomainQAPipeline(_SystemPipeline):
 class DenseRetrievalPipeline(_SystemPipeline):
     """Question(s) -> the `top_k` passages `{"id", "title", "text", "score"}` retrieved, best first.
 
-    Call parameters: `top_k` (default: the system's `num_passages`), `retriever` ("dense" or "hybrid").
+    Call parameters: `top_k` (default: the system's `num_passages`), `retriever` ("dense", "bm25" or
+    "hybrid").
     """
 
     def _sanitize_parameters(self, top_k: int | None = None, retriever: str | None = None):

@@ -1,8 +1,9 @@
 """One open-domain QA system: the two encoders, the reader, the passage index (and BM25) in one folder or Hub repo.
 
 Layout: `question_encoder/`, `passage_encoder/` (optional at serving time), `reader/`, `index/` (a `PassageIndex`
-folder), optional `bm25/`, `metrics/` and `training_args/` (what the model cards report), and `config.json`
-(`QASystemConfig`) tying them. `save_pretrained` also writes this module and every module it imports, flattened, into
+folder), optional `bm25/`, `metrics/` and `training_args/` (what the model cards report), optional `examples.json`
+(example questions, e.g. from the evaluation data, that `dpr-hf demo` offers), and `config.json` (`QASystemConfig`)
+tying them. `save_pretrained` also writes this module and every module it imports, flattened, into
 the folder (`remote_code.py`), so `pipeline(model=folder_or_repo, trust_remote_code=True)` works where dpr_hf is not
 installed: import dpr_hf modules relatively, from the module that defines a name.
 """
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 from huggingface_hub import snapshot_download
-from huggingface_hub.errors import LocalEntryNotFoundError
+from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
 from torch import nn
 from transformers import AutoTokenizer, PreTrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging
@@ -38,7 +39,7 @@ from .remote_code import write_remote_code
 logger = logging.get_logger(__name__)
 
 FORMAT_VERSION = 1
-RETRIEVERS = ("dense", "hybrid")
+RETRIEVERS = ("dense", "bm25", "hybrid")
 REMOTE_TASK = "open-domain-qa-remote-code"
 # part -> its default sub-folder (config.json may name another)
 PARTS = {name: name for name in ("question_encoder", "passage_encoder", "reader", "index", "bm25")}
@@ -64,8 +65,8 @@ class QASystemConfig(PreTrainedConfig):
         question_encoder / passage_encoder / reader / index / bm25: sub-folder of each part (`passage_encoder`
             and `bm25` may be None: not shipped).
         embedding_dim: size of the vectors the index holds and the question encoder returns.
-        retriever: default retriever, "dense" or "hybrid" (BM25 + `hybrid_lambda` * dense score over the union
-            of both top lists, as in the DPR paper; needs `bm25`).
+        retriever: default retriever, "dense", "bm25" or "hybrid" (BM25 + `hybrid_lambda` * dense score over the
+            union of both top lists, as in the DPR paper); "bm25" and "hybrid" need `bm25`.
         num_passages: passages retrieved per question and read.
         top_k: answers returned per question.
         max_answer_length: longest answer span, in tokens.
@@ -123,6 +124,7 @@ class QASystem(nn.Module):
         config: QASystemConfig | None = None,
         metrics: dict[str, dict] | None = None,
         training_args: dict[str, dict] | None = None,
+        examples: Sequence[str] | None = None,
     ):
         super().__init__()
         if reader is not None and reader_tokenizer is None:
@@ -144,10 +146,13 @@ class QASystem(nn.Module):
         )
         config.reader = (config.reader or PARTS["reader"]) if reader is not None else None
         config.bm25 = (config.bm25 or PARTS["bm25"]) if bm25 is not None else None
-        if config.retriever == "hybrid" and bm25 is None:
-            raise ValueError("the default retriever is 'hybrid' but the system has no BM25 index")
+        if config.retriever != "dense" and bm25 is None:
+            raise ValueError(
+                f"the default retriever is {config.retriever!r} but the system has no BM25 index"
+            )
         self.metrics = dict(metrics or {})
         self.training_args = dict(training_args or {})
+        self.examples = _check_examples(examples or [])
         unknown = (set(self.metrics) - set(METRICS)) | (set(self.training_args) - set(TRAINING_RUNS))
         if unknown:
             raise ValueError(
@@ -225,6 +230,10 @@ class QASystem(nn.Module):
                 raise FileNotFoundError(
                     f"{pretrained_model_name_or_path} is neither a local folder nor in the Hub cache: {error}"
                 ) from error
+            except HFValidationError as error:  # a path that does not exist, say: no Hub id looks like that
+                raise FileNotFoundError(
+                    f"{pretrained_model_name_or_path} is neither a local folder nor a Hub repo id"
+                ) from error
         if not (folder / "config.json").exists():
             raise FileNotFoundError(
                 f"{pretrained_model_name_or_path} is not a QA system folder: no config.json"
@@ -263,6 +272,7 @@ class QASystem(nn.Module):
             config=config,
             metrics=_read_json_folder(folder / "metrics"),
             training_args=_read_json_folder(folder / "training_args"),
+            examples=_read_examples(folder / "examples.json"),
         )
 
     @staticmethod
@@ -305,6 +315,7 @@ class QASystem(nn.Module):
         bm25: str | os.PathLike | Any | None = None,
         retrieval_metrics: str | os.PathLike | dict | None = None,
         reader_metrics: str | os.PathLike | dict | None = None,
+        examples: Sequence[str] | None = None,
         **config_kwargs,
     ) -> QASystem:
         """Assemble a system from training outputs; `.save_pretrained(dir)` on the result writes the system folder.
@@ -316,6 +327,7 @@ class QASystem(nn.Module):
             bm25: a saved `BM25Retriever` folder (or a loaded one), enabling hybrid retrieval.
             retrieval_metrics / reader_metrics: `metrics.json` of `evaluate-retrieval` / `evaluate-reader`
                 (path or dict), reported in the model cards.
+            examples: example questions saved with the system (`examples.json`), offered by `dpr-hf demo`.
             config_kwargs: `QASystemConfig` serving defaults (`num_passages`, `retriever`, `hybrid_lambda`, ...).
         """
         retriever_dir = Path(retriever_dir)
@@ -345,6 +357,7 @@ class QASystem(nn.Module):
             config=QASystemConfig(**config_kwargs),
             metrics={name: _as_dict(value) for name, value in metrics.items() if value is not None},
             training_args={name: _as_dict(file) for name, file in training_args.items() if file.exists()},
+            examples=examples,
         )
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> None:
@@ -365,6 +378,10 @@ class QASystem(nn.Module):
                 for name, content in files.items():
                     (tmp / folder).mkdir(exist_ok=True)
                     (tmp / folder / f"{name}.json").write_text(json.dumps(content, indent=2) + "\n")
+            if self.examples:
+                (tmp / "examples.json").write_text(
+                    json.dumps(self.examples, indent=2, ensure_ascii=False) + "\n"
+                )
             write_remote_code(tmp)
             config.auto_map = {"AutoConfig": "system.QASystemConfig", "AutoModel": "system.QASystem"}
             config.custom_pipelines = {
@@ -392,15 +409,15 @@ class QASystem(nn.Module):
             encode(self.question_encoder, self.question_tokenizer, list(questions), batch_size=batch_size)
         )
 
-    def retriever(self, name: str | None = None) -> DenseRetriever | HybridRetriever:
+    def retriever(self, name: str | None = None) -> DenseRetriever | HybridRetriever | Any:
         """The system's "dense" or "hybrid" retriever (default: the config's), built once and rebuilt only when
         the question encoder, its tokenizer, the index, the BM25 index or `hybrid_lambda` change."""
         name = name or self.config.retriever
         if name not in RETRIEVERS:
             raise ValueError(f"retriever must be one of {RETRIEVERS}, got {name!r}")
-        if name == "hybrid" and self.bm25 is None:
+        if name != "dense" and self.bm25 is None:
             raise ValueError(
-                "hybrid retrieval needs a BM25 index, and this system has none (no bm25/ folder)"
+                f"{retriever} retrieval needs a BM25 index, and this system has none (no bm25/ folder)"
             )
         parts = (
             self.question_encoder,
@@ -416,7 +433,7 @@ class QASystem(nn.Module):
             if self.bm25 is not None:
                 hybrid = HybridRetriever(self.bm25, dense, weight=self.config.hybrid_lambda)
             # One assignment: threads see the old pair or the new one, never half of each.
-            built = self._retrievers = (parts, {"dense": dense, "hybrid": hybrid})
+            built = self._retrievers = (parts, {"dense": dense, "hybrid": hybrid, "bm25": self.bm25})
         return built[1][name]
 
     def retrieve(
@@ -433,6 +450,8 @@ class QASystem(nn.Module):
         chosen = self.retriever(retriever)
         if not questions:
             return []
+        if chosen is self.bm25:
+            return chosen.search(list(questions), k or self.config.num_passages)
         return chosen.search(
             list(questions), k or self.config.num_passages, question_vectors=question_vectors
         )
@@ -466,6 +485,25 @@ def is_system_folder(folder: str | os.PathLike) -> bool:
     """Whether `folder` holds a QA system (its config.json is a `QASystemConfig`)."""
     file = Path(folder) / "config.json"
     return file.is_file() and json.loads(file.read_text()).get("model_type") == QASystemConfig.model_type
+
+
+def _check_examples(examples: Sequence[str], source: str = "examples") -> list[str]:
+    if isinstance(examples, str) or not isinstance(examples, Sequence):
+        raise ValueError(f"{source} must be a list of question strings, got {type(examples).__name__}")
+    for position, question in enumerate(examples):
+        if not isinstance(question, str) or not question.strip():
+            raise ValueError(f"{source}: example {position} is not a non-empty question string: {question!r}")
+    return list(examples)
+
+
+def _read_examples(file: Path) -> list[str] | None:
+    if not file.exists():
+        return None
+    try:
+        examples = json.loads(file.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{file} is not valid JSON: {error}") from error
+    return _check_examples(examples, str(file))
 
 
 def _tokenizer(path: Path, model: PreTrainedModel) -> PreTrainedTokenizerBase:

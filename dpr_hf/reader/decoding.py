@@ -134,6 +134,8 @@ def run_reader(
         raise ValueError(f"got {len(questions)} questions but passage lists for {len(passages)}")
     check_reader_tokenizer(reader, tokenizer)
     pairs = [(q, p) for q, question_passages in enumerate(passages) for p in range(len(question_passages))]
+    if not pairs:  # nothing retrieved (BM25 finds no passage sharing a term with a question): nothing to read
+        return [[] for _ in passages]
     encoded = encode_reader_inputs(
         tokenizer,
         [questions[q] for q, _ in pairs],
