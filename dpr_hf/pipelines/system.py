@@ -417,7 +417,7 @@ class QASystem(nn.Module):
             raise ValueError(f"retriever must be one of {RETRIEVERS}, got {name!r}")
         if name != "dense" and self.bm25 is None:
             raise ValueError(
-                f"{retriever} retrieval needs a BM25 index, and this system has none (no bm25/ folder)"
+                f"{name} retrieval needs a BM25 index, and this system has none (no bm25/ folder)"
             )
         parts = (
             self.question_encoder,
