@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from .quickstart import run_step
+
 RETRIEVERS = ("bm25", "base", "finetuned", "hybrid")
 REPORT_KEYS = ("ndcg@10", "recall@100", "mrr@10", "recall@10", "top_20")
 
@@ -38,20 +40,6 @@ class Sizing:
     seconds_per_step: float
     estimated_minutes: float
     overrides: dict[str, Any] = field(default_factory=dict)
-
-
-def _step(title: str, done: Path, *cli_args: str) -> None:
-    """Run one `dpr-hf` command unless `done` (its last output) already exists."""
-    from .cli import main as dpr_hf
-
-    if done.exists():
-        print(f"== {title}: done already ({done})", flush=True)
-        return
-    print(f"== {title}: dpr-hf {' '.join(cli_args)}", flush=True)
-    start = time.perf_counter()
-    if dpr_hf(list(cli_args)) != 0:
-        raise SystemExit(f"finetune step failed: {title}")
-    print(f"== {title}: {time.perf_counter() - start:.0f} s", flush=True)
 
 
 def _percentile_length(tokenizer, texts: list[str], low: int, high: int) -> int:
@@ -381,30 +369,30 @@ def finetune(
     questions = ("--questions", str(output / "test-queries.jsonl"))
     qrels = ("--qrels", str(prepared["prepared"] / "qrels" / "test.tsv"))
     evaluation = output / "evaluation"
-    _step("evaluate BM25", evaluation / "bm25" / "metrics.json",
+    run_step("evaluate BM25", evaluation / "bm25" / "metrics.json",
           "evaluate-retrieval", "--retriever", "bm25", "--index", str(output / "bm25"), *questions, *qrels,
           "--output-dir", str(evaluation / "bm25"))  # fmt: skip
-    _step("evaluate the zero-shot base", evaluation / "base" / "metrics.json",
+    run_step("evaluate the zero-shot base", evaluation / "base" / "metrics.json",
           "evaluate-retrieval", "--retriever", "dense", "--model", str(output / "base"), "--passages", corpus,
           *questions, *qrels, "--output-dir", str(evaluation / "base"))  # fmt: skip
-    _step("train the retriever", output / "retriever" / "metrics.json",
+    run_step("train the retriever", output / "retriever" / "metrics.json",
           "train-retriever", str(output / "retriever.yaml"), "--resume")  # fmt: skip
-    _step("encode the corpus", output / "embeddings" / "dataset_info.json",
+    run_step("encode the corpus", output / "embeddings" / "dataset_info.json",
           "encode", "--passage-encoder", str(output / "retriever" / "passage_encoder"), "--passages", corpus,
           "--output", str(output / "embeddings"))  # fmt: skip
-    _step("build the FAISS index", output / "index" / "manifest.json",
+    run_step("build the FAISS index", output / "index" / "manifest.json",
           "build-index", "--embeddings", str(output / "embeddings"), "--output", str(output / "index"))  # fmt: skip
     for name, kind in (("finetuned", "dense"), ("hybrid", "hybrid")):
-        _step(f"evaluate {name}", evaluation / name / "metrics.json",
+        run_step(f"evaluate {name}", evaluation / name / "metrics.json",
               "evaluate-retrieval", "--retriever", kind, "--model", str(output / "retriever"), "--index",
               str(output / "index"), *questions, *qrels, "--output-dir", str(evaluation / name))  # fmt: skip
     reader_args: tuple[str, ...] = ()
     if reader:
         reader_recipe = _reader_recipe(base_path, prepared["squad"][0], sizing, output)
         (output / "reader.yaml").write_text(yaml.safe_dump(reader_recipe, sort_keys=False))
-        _step("train the reader", output / "reader" / "metrics.json",
+        run_step("train the reader", output / "reader" / "metrics.json",
               "train-reader", str(output / "reader.yaml"), "--resume")  # fmt: skip
-        _step("evaluate the reader on the fine-tuned pair's passages", evaluation / "reader" / "metrics.json",
+        run_step("evaluate the reader on the fine-tuned pair's passages", evaluation / "reader" / "metrics.json",
               "evaluate-reader", "--model", str(output / "reader"), "--retrieval-results",
               str(evaluation / "finetuned" / "results.json"), "--output-dir", str(evaluation / "reader"),
               "--top-n", "1,5,20", "--max-length", str(reader_recipe["max_length"]))  # fmt: skip
@@ -414,7 +402,7 @@ def finetune(
             "--reader-metrics",
             str(evaluation / "reader" / "metrics.json"),
         )
-    _step("build the system", output / "system" / "config.json",
+    run_step("build the system", output / "system" / "config.json",
           "build-system", "--pair", str(output / "retriever"), "--index", str(output / "index"), "--bm25",
           str(output / "bm25"), "--retrieval-metrics", str(evaluation / "finetuned" / "metrics.json"),
           *reader_args, "--output", str(output / "system"))  # fmt: skip

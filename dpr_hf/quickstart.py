@@ -28,8 +28,9 @@ EXAMPLE_QUESTIONS = {
 }
 
 
-def _step(title: str, done: Path, *cli_args: str) -> None:
-    """Run one `dpr-hf` command unless `done` (its last output) already exists."""
+def run_step(title: str, done: Path, *cli_args: str) -> None:
+    """Run one `dpr-hf` command unless `done` (its last output) already exists: how the quickstart and `finetune`
+    drivers resume."""
     from .cli import main as dpr_hf
 
     if done.exists():
@@ -38,7 +39,7 @@ def _step(title: str, done: Path, *cli_args: str) -> None:
     print(f"== {title}: dpr-hf {' '.join(cli_args)}", flush=True)
     start = time.perf_counter()
     if dpr_hf(list(cli_args)) != 0:
-        raise SystemExit(f"quickstart step failed: {title}")
+        raise SystemExit(f"step failed: {title}")
     print(f"== {title}: {time.perf_counter() - start:.0f} s", flush=True)
 
 
@@ -107,30 +108,30 @@ def run(recipes: Path, output: Path, num_passages: int = 20) -> None:
     corpus, index_dir, bm25_dir = output / "corpus.jsonl", output / "index", output / "bm25"
     evaluations = output / "evaluation"
 
-    _step(
+    run_step(
         "mine BM25 hard negatives",
         output / "squad-train-bm25.json",
         *("mine-negatives", "--data", str(TRAIN_FILE), "--passages", str(TRAIN_FILE)),
         *("--output", str(output / "squad-train-bm25.json"), "--num-negatives", "5"),
     )
-    _step(
+    run_step(
         "train the retriever",
         retriever_dir / "metrics.json",
         *("train-retriever", str(_recipe(recipes, "retriever", output)), "--resume"),
     )
     _write_corpus(corpus)
-    _step(
+    run_step(
         "encode the corpus",
         output / "embeddings" / "dataset_info.json",
         *("encode", "--passage-encoder", str(retriever_dir / "passage_encoder")),
         *("--passages", str(corpus), "--output", str(output / "embeddings")),
     )
-    _step(
+    run_step(
         "build the FAISS index",
         index_dir / "manifest.json",
         *("build-index", "--embeddings", str(output / "embeddings"), "--output", str(index_dir)),
     )
-    _step(
+    run_step(
         "train the reader",
         reader_dir / "metrics.json",
         *("train-reader", str(_recipe(recipes, "reader", output)), "--resume"),
@@ -149,14 +150,14 @@ def run(recipes: Path, output: Path, num_passages: int = 20) -> None:
     for name, (kind, *corpus_args) in runs.items():
         folder = evaluations / name.split(" ")[0].lower().replace("-", "_")
         folders[name] = folder
-        _step(
+        run_step(
             f"evaluate retrieval: {name}",
             folder / "metrics.json",
             *("evaluate-retrieval", "--retriever", kind, *corpus_args, *questions),
             *("--output-dir", str(folder)),
         )
     retrieval_metrics = _print_retrieval_table(folders)
-    _step(
+    run_step(
         "evaluate the reader on the trained retriever's passages",
         evaluations / "reader" / "metrics.json",
         *("evaluate-reader", "--model", str(reader_dir)),
