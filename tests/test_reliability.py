@@ -276,11 +276,14 @@ CLI_CASES = [
     ("finetune", ["{root}/missing", "--output-dir", "{root}/ft"], "{root}/missing"),
     ("push", ["{root}/missing", "me/x"], "{root}/missing"),
     ("push", ["{root}/pair", "me/x"], "{root}/pair"),
+    ("export", ["{root}/missing", "{root}/out", "--to", "sentence-transformers"], "{root}/missing"),
 ]  # fmt: skip
+# `demo` serves a page: a system that does not load is reported on that page (issue 20), not as an exit code.
+SERVING_COMMANDS = {"demo"}
 
 
 def test_cli_cases_cover_every_command():
-    assert {command for command, _, _ in CLI_CASES} == set(COMMANDS)
+    assert {command for command, _, _ in CLI_CASES} == set(COMMANDS) - SERVING_COMMANDS
 
 
 @pytest.mark.parametrize(("command", "arguments", "expected"), CLI_CASES)
