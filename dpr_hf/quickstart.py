@@ -49,6 +49,9 @@ def _recipe(recipes: Path, name: str, output: Path) -> Path:
     recipe["output_dir"] = str(output / name)
     if name == "retriever":
         recipe["train_file"] = str(output / "squad-train-bm25.json")
+    if name == "reader":
+        recipe["train_retrieval_results"] = str(output / "evaluation" / "train_questions" / "results.json")
+        recipe["dev_retrieval_results"] = str(output / "evaluation" / "dpr_hf" / "results.json")
     path = output / f"{name}.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
     return path
@@ -131,12 +134,6 @@ def run(recipes: Path, output: Path, num_passages: int = 20) -> None:
         index_dir / "manifest.json",
         *("build-index", "--embeddings", str(output / "embeddings"), "--output", str(index_dir)),
     )
-    run_step(
-        "train the reader",
-        reader_dir / "metrics.json",
-        *("train-reader", str(_recipe(recipes, "reader", output)), "--resume"),
-    )
-
     _write_base_pair(output / "base")
     questions = ("--questions", str(DEV_FILE))
     runs = {
@@ -157,12 +154,32 @@ def run(recipes: Path, output: Path, num_passages: int = 20) -> None:
             *("--output-dir", str(folder)),
         )
     retrieval_metrics = _print_retrieval_table(folders)
+    # The reader learns to select among the passages it will read: the trained retriever's, for its training
+    # questions (negatives) and its dev questions (checkpoint selection).
+    train_retrieval = evaluations / "train_questions"
+    run_step(
+        "retrieve passages for the reader's training questions",
+        train_retrieval / "metrics.json",
+        *("evaluate-retrieval", "--retriever", "dense", "--model", str(retriever_dir)),
+        *("--index", str(index_dir), "--questions", str(TRAIN_FILE), "--top-k", "30"),
+        *("--output-dir", str(train_retrieval)),
+    )
+    run_step(
+        "train the reader",
+        reader_dir / "metrics.json",
+        *("train-reader", str(_recipe(recipes, "reader", output)), "--resume"),
+    )
+    from .reader.decoding import DEFAULT_RETRIEVER_WEIGHT
+
+    temperature = json.loads((retriever_dir / "question_encoder" / "config.json").read_text())["temperature"]
     run_step(
         "evaluate the reader on the trained retriever's passages",
         evaluations / "reader" / "metrics.json",
         *("evaluate-reader", "--model", str(reader_dir)),
         *("--retrieval-results", str(folders["dpr_hf trained"] / "results.json")),
-        *("--output-dir", str(evaluations / "reader"), "--top-n", "1,5", "--max-length", "160"),
+        *("--output-dir", str(evaluations / "reader"), "--top-n", "1,5,20"),
+        # answers ranked as the saved system's pipeline ranks them: the dense retriever's logit joins relevance
+        *("--retriever-weight", str(DEFAULT_RETRIEVER_WEIGHT), "--retriever-temperature", str(temperature)),
     )
     reader_metrics = json.loads((evaluations / "reader" / "metrics.json").read_text())
     print("\nReader on the dev subset (%):")

@@ -377,3 +377,29 @@ def test_evaluate_reader_cli(tmp_path, tiny_reader, tokenizer):
         )
         == 2
     )
+
+
+def test_evaluate_reader_ranks_with_the_retriever_prior(tiny_reader, tokenizer):
+    texts = ["alpha beta gamma", "delta epsilon zeta", "eta theta iota"]
+    examples = [
+        {
+            "question": "q?",
+            "answers": ["x"],
+            "ctxs": [
+                {"id": str(i), "title": "t", "text": text, "score": score}
+                for i, (text, score) in enumerate(zip(texts, [0.1, 0.9, 0.2], strict=True))
+            ],
+        }
+    ]
+    # at τ = 0.001 the retriever's logits are 100, 900 and 200: its best passage decides
+    _, predictions = evaluate_reader(
+        tiny_reader,
+        tokenizer,
+        examples,
+        top_n=(3,),
+        show_progress=False,
+        retriever_weight=1.0,
+        retriever_temperature=0.001,
+    )
+    best = predictions[0]["predictions"]["3"]
+    assert best["passage"]["rank"] == 2 and best["answer"] in texts[1]

@@ -78,6 +78,8 @@ def test_kill_and_resume_gives_the_same_weights(tmp_path, tiny_reader, tokenizer
         torch.testing.assert_close(resumed[name], tensor, rtol=0, atol=1e-6, msg=name)
     initial = load_file(model_dir / "model.safetensors")
     assert not torch.equal(initial["qa_outputs.weight"], expected["qa_outputs.weight"])  # it did train
+    # read later at the length it was trained at
+    assert json.loads((straight / "reader" / "config.json").read_text())["max_seq_length"] == 32
     metrics = json.loads((interrupted / "metrics.json").read_text())
     assert metrics["global_step"] == 60
     assert (interrupted / "reader" / "tokenizer.json").exists()

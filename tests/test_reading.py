@@ -114,13 +114,16 @@ def test_read_never_answers_from_question_or_title(tiny_reader, tokenizer):
     handles = _force_logits(tiny_reader, tokenizer, {question_only: 50.0, zurich: 20.0, hotel: 5.0})
     try:
         passages = [[{"id": "p1", "title": TITLE, "text": text, "score": 1.5}]]
-        (answers,) = read(tiny_reader, tokenizer, [QUESTION], passages, top_k=3, num_spans=3)
+        (answers,) = read(
+            tiny_reader, tokenizer, [QUESTION], passages, top_k=3, num_spans=3, ranking="marginal"
+        )
     finally:
         for handle in handles:
             handle.remove()
     assert [a["answer"] for a in answers[:2]] == ["Zürich", "hotel"]  # original characters, not "zurich"
     assert (answers[0]["start"], answers[0]["end"]) == (text.index("Zürich"), text.index("Zürich") + 6)
-    assert answers[0]["score"] == pytest.approx(40.0)
+    assert answers[0]["span_score"] == pytest.approx(40.0)
+    assert 0.0 < answers[1]["score"] < answers[0]["score"] <= 1.0  # probabilities among the passages read
     assert answers[0]["passage"] == {"id": "p1", "title": TITLE, "text": text, "score": 1.5}
     for answer in answers:
         assert text[answer["start"] : answer["end"]] == answer["answer"]
@@ -132,12 +135,14 @@ def test_read_ranks_passages_by_relevance(tiny_reader, tokenizer):
         {"id": str(i), "title": f"T{i}", "text": f"Passage number {i} talks about topic {i} at length."}
         for i in range(5)
     ]
-    (answers,) = read(tiny_reader, tokenizer, ["which topic?"], [passages], top_k=5, num_spans=1)
+    (answers,) = read(
+        tiny_reader, tokenizer, ["which topic?"], [passages], top_k=5, num_spans=1, ranking="dpr"
+    )
     relevances = [a["relevance"] for a in answers]
     assert relevances == sorted(relevances, reverse=True)
     assert len({a["passage"]["id"] for a in answers}) == 5
     for answer in answers:
-        assert set(answer) == {"answer", "score", "start", "end", "relevance", "passage"}
+        assert {"answer", "score", "start", "end", "relevance", "passage"} <= set(answer)
 
 
 def test_read_is_independent_of_batching(tiny_reader, tokenizer):
@@ -153,3 +158,15 @@ def test_read_is_independent_of_batching(tiny_reader, tokenizer):
 def test_read_rejects_mismatched_inputs(tiny_reader, tokenizer):
     with pytest.raises(ValueError, match="2 questions"):
         read(tiny_reader, tokenizer, ["a?", "b?"], [[{"text": "x"}]])
+
+
+def test_read_defaults_to_the_length_the_reader_was_trained_at(tiny_reader, tokenizer):
+    passages = [[{"id": "long", "title": TITLE, "text": TEXT * 5}]]
+    trained = tiny_reader.config.max_seq_length
+    tiny_reader.config.max_seq_length = 32  # train_reader saves its max_length here
+    try:
+        default = read(tiny_reader, tokenizer, [QUESTION], passages, top_k=3, num_spans=3)
+    finally:
+        tiny_reader.config.max_seq_length = trained
+    assert default == read(tiny_reader, tokenizer, [QUESTION], passages, top_k=3, num_spans=3, max_length=32)
+    assert max(answer["end"] for answer in default[0]) < len(TEXT)  # only the first 32 tokens were read

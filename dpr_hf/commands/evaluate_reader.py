@@ -36,6 +36,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-length", type=int, help="tokens per question+passage (default: the reader's trained length)"
     )
     parser.add_argument("--batch-size", type=int, default=32, help="question-passage pairs per forward pass")
+    parser.add_argument(
+        "--retriever-weight",
+        type=float,
+        default=0.0,
+        help="weight of the retriever's logit (score / --retriever-temperature) in the passage prior (0)",
+    )
+    parser.add_argument(
+        "--retriever-temperature",
+        type=float,
+        default=1.0,
+        help="the retriever's training temperature τ (dpr_hf pairs: question_encoder/config.json) (1.0)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -49,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
         max_answer_length=args.max_answer_length,
         max_length=args.max_length,
         batch_size=args.batch_size,
+        retriever_weight=args.retriever_weight,
+        retriever_temperature=args.retriever_temperature,
     )
     print(json.dumps(metrics, indent=2))
     return 0

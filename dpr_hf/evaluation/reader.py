@@ -1,7 +1,7 @@
 """End-to-end reader evaluation: exact match and F1 of the predicted answer when reading the top-n passages.
 
-As in DPR, the prediction at threshold n is the best span of the passage with the highest relevance logit among
-the first n retrieved passages; EM/F1 use SQuAD's normalisation (`dpr_hf.evaluation`).
+The prediction at threshold n is the best answer of the first n retrieved passages under the reader's answer
+ranking (`dpr_hf.reader.decoding.rank_answers`, as the pipeline answers); EM/F1 use SQuAD's normalisation.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTo
 from ..atomic import staged_file
 from ..models.errors import MismatchError
 from ..models.modeling import ExtractiveReader
-from ..reader.decoding import check_reader_tokenizer, score_passages
+from ..reader.decoding import check_reader_tokenizer, rank_answers, score_passages
 from .metrics import exact_match_score, f1_score
 
 logger = logging.getLogger(__name__)
@@ -37,6 +37,9 @@ def evaluate_reader(
     batch_size: int = 32,
     questions_per_step: int = 16,
     show_progress: bool = True,
+    ranking: str | None = None,
+    retriever_weight: float = 0.0,
+    retriever_temperature: float = 1.0,
 ) -> tuple[dict, list[dict]]:
     """EM/F1 (percent) at each top-n threshold over rows `{question, answers, ctxs}` (a reader `Dataset` works).
 
@@ -66,14 +69,19 @@ def evaluate_reader(
             for row, row_passages, row_readings in zip(rows, passages, readings, strict=True):
                 by_n = {}
                 for n in top_n:
-                    candidates = [p for p in range(min(n, len(row_passages))) if row_readings[p].spans]
-                    if candidates:
-                        best = max(candidates, key=lambda p: row_readings[p].relevance)
-                        passage = row_passages[best]
+                    ranked = rank_answers(
+                        row_readings[:n],
+                        row_passages[:n],
+                        ranking=ranking,
+                        retriever_weight=retriever_weight,
+                        retriever_temperature=retriever_temperature,
+                    )
+                    if ranked:
+                        passage = ranked[0]["passage"]
+                        rank = next(p for p in range(n) if row_passages[p]["id"] == passage["id"]) + 1
                         prediction = {
-                            **row_readings[best].spans[0],
-                            "relevance": row_readings[best].relevance,
-                            "passage": {"id": passage["id"], "title": passage["title"], "rank": best + 1},
+                            **ranked[0],
+                            "passage": {"id": passage["id"], "title": passage["title"], "rank": rank},
                         }
                     else:
                         prediction = {
@@ -137,6 +145,8 @@ def evaluate_reader_on_results(
     max_answer_length: int = 10,
     max_length: int | None = None,
     batch_size: int = 32,
+    retriever_weight: float = 0.0,
+    retriever_temperature: float = 1.0,
 ) -> dict:
     """`dpr-hf evaluate-reader`: read a retrieval-results JSON, write `metrics.json` and `predictions.json`."""
     from ..data.reader import load_reader_data
@@ -152,6 +162,8 @@ def evaluate_reader_on_results(
         max_answer_length=max_answer_length,
         max_length=max_length,
         batch_size=batch_size,
+        retriever_weight=retriever_weight,
+        retriever_temperature=retriever_temperature,
     )
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -111,8 +111,10 @@ class OpenDomainQAPipeline(_SystemPipeline):
 
     Call parameters: `top_k` answers per question, `num_passages` retrieved and read, `max_answer_length` tokens,
     `retriever` ("dense", "bm25" or "hybrid"), `return_passages`. Each answer is `{"answer", "score", "start", "end",
-    "relevance", "passage": {"id", "title", "text", "score"}}`, best first (`start`/`end` are character offsets in
-    the passage text); with `return_passages=True` a question gets `{"answers": [...], "passages": [...]}`.
+    "relevance", "passage": {"id", "title", "text", "score"}}` (plus `span_score` and `log_prob`), best first:
+    `score` is the answer's probability among the passages read (`dpr_hf.reader.decoding.rank_answers`),
+    `start`/`end` are character offsets in the passage text; with `return_passages=True` a question gets
+    `{"answers": [...], "passages": [...]}`.
     Defaults come from the system's config. Safe to call from several threads at once.
     """
 
@@ -149,7 +151,11 @@ class OpenDomainQAPipeline(_SystemPipeline):
         logits = run_reader(self.model.reader, self.model.reader_tokenizer, questions, passages)
         # Batch-major lists, unwrapped for a single question (what transformers' batching hands back per item).
         single = isinstance(model_inputs["question"], str)
-        return {"passages": passages[0] if single else passages, "logits": logits[0] if single else logits}
+        return {
+            "passages": passages[0] if single else passages,
+            "logits": logits[0] if single else logits,
+            "retriever": parameters.get("retriever"),
+        }
 
     def postprocess(
         self,
@@ -164,7 +170,13 @@ class OpenDomainQAPipeline(_SystemPipeline):
             decode_passage(logits, passage["text"], max_answer_length or config.max_answer_length)
             for logits, passage in zip(model_outputs["logits"], passages, strict=True)
         ]
-        answers = rank_answers(readings, passages, top_k=top_k or config.top_k)
+        answers = rank_answers(
+            readings,
+            passages,
+            top_k=top_k or config.top_k,
+            retriever_weight=config.retriever_weight,
+            retriever_temperature=self.model.retriever_temperature(model_outputs["retriever"]),
+        )
         return {"answers": answers, "passages": passages} if return_passages else answers
 
 

@@ -31,7 +31,7 @@ from ..index.passage_index import PassageIndex
 from ..models.errors import MismatchError
 from ..models.modeling import ExtractiveReader
 from ..models.pair import ENCODER_DIRS, EncoderPair
-from ..reader.decoding import check_reader_tokenizer, read
+from ..reader.decoding import DEFAULT_RETRIEVER_WEIGHT, check_reader_tokenizer, read
 from ..retrieval.dense import DenseRetriever
 from ..retrieval.hybrid import HybridRetriever
 from .remote_code import write_remote_code
@@ -71,6 +71,9 @@ class QASystemConfig(PreTrainedConfig):
         top_k: answers returned per question.
         max_answer_length: longest answer span, in tokens.
         hybrid_lambda: λ in hybrid retrieval, `BM25 + λ·dense/τ` with τ the pair's training temperature (DPR: 1.1).
+        retriever_weight: weight of the retriever's logit (dense: score / τ; BM25 and hybrid: the score, a sum of
+            logits already) added to the reader's relevance logit when answers are ranked across passages
+            (docs/reader.md).
     """
 
     model_type = "dpr_hf_qa_system"
@@ -87,6 +90,7 @@ class QASystemConfig(PreTrainedConfig):
     top_k: int = 1
     max_answer_length: int = 10
     hybrid_lambda: float = 1.1
+    retriever_weight: float = DEFAULT_RETRIEVER_WEIGHT
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -477,8 +481,17 @@ class QASystem(nn.Module):
             passages,
             max_answer_length=max_answer_length or self.config.max_answer_length,
             top_k=top_k or self.config.top_k,
+            retriever_weight=self.config.retriever_weight,
+            retriever_temperature=self.retriever_temperature(retriever),
         )
         return answers, passages
+
+    def retriever_temperature(self, retriever: str | None = None) -> float:
+        """What divides a passage's retrieval score to give the retriever's logit: the dense pair's training
+        temperature; 1 for BM25 and hybrid scores."""
+        if (retriever or self.config.retriever) == "dense":
+            return self.question_encoder.config.temperature
+        return 1.0
 
 
 def is_system_folder(folder: str | os.PathLike) -> bool:

@@ -9,12 +9,14 @@ accents and spacing instead of showing wordpieces.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from ..evaluation.metrics import normalize_answer
 from ..models.errors import MismatchError
 from ..models.tokenization import encode_reader_inputs, tokenizer_fingerprint
 
@@ -175,11 +177,17 @@ def run_reader(
 def decode_passage(
     logits: PassageLogits, text: str, max_answer_length: int = 10, num_spans: int = 1
 ) -> PassageReading:
-    """The best spans of one passage as `{"answer", "score", "start", "end"}` (character offsets into `text`)."""
+    """The best spans of one passage as `{"answer", "score", "log_prob", "start", "end"}` (character offsets into
+    `text`): `score` is the start + end logit, `log_prob` the span's start + end log-probability within its passage,
+    which is what makes spans of different passages comparable (`rank_answers`)."""
+    start_logits, end_logits = logits.start_logits.float(), logits.end_logits.float()
+    span_mask = torch.tensor(logits.span_mask)
+    allowed = span_mask.bool()
+    normalizer = float(torch.logsumexp(start_logits[allowed], 0) + torch.logsumexp(end_logits[allowed], 0))
     spans = best_spans(
-        logits.start_logits,
-        logits.end_logits,
-        torch.tensor(logits.span_mask),
+        start_logits,
+        end_logits,
+        span_mask,
         max_answer_length=max_answer_length,
         num_spans=num_spans,
         word_ids=logits.word_ids,
@@ -191,6 +199,7 @@ def decode_passage(
             {
                 "answer": text[offsets[start][0] : offsets[end][1]],
                 "score": score,
+                "log_prob": score - normalizer,
                 "start": offsets[start][0],
                 "end": offsets[end][1],
             }
@@ -221,15 +230,106 @@ def score_passages(
     ]
 
 
-def rank_answers(readings: Sequence[PassageReading], passages: Sequence[dict], top_k: int = 1) -> list[dict]:
-    """Answers of one question: passages by relevance (best first), each passage's spans by score."""
-    ranked = sorted(range(len(readings)), key=lambda p: readings[p].relevance, reverse=True)
-    answers = [
-        {**span, "relevance": readings[p].relevance, "passage": _passage_dict(passages[p])}
-        for p in ranked
-        for span in readings[p].spans
+RANKINGS = ("dpr", "span", "joint", "marginal")
+# weight of the retriever's logit in the passage prior of a QA system (docs/reader.md has the measurements)
+DEFAULT_RETRIEVER_WEIGHT = 1.0
+
+
+def default_ranking(retriever_weight: float) -> str:
+    """`marginal` with the retriever's logit in the passage prior, else DPR's rule: without that prior, a reader's
+    own relevance head is trusted most when it alone picks the passage (docs/reader.md, measured at 20 passages)."""
+    return "marginal" if retriever_weight else "dpr"
+
+
+def answer_keys(
+    readings: Sequence[PassageReading],
+    passages: Sequence[dict],
+    ranking: str | None = None,
+    retriever_weight: float = 0.0,
+    retriever_temperature: float = 1.0,
+) -> list[tuple[tuple[float, ...], int, int]]:
+    """Every candidate span as `(sort key, passage index, span index)`, unsorted; larger keys rank first.
+
+    - `dpr`: DPR's rule: the most relevant passage (relevance logit), then its spans by start + end logit.
+    - `span`: the start + end logit alone, compared across passages (transformers' QA pipeline over many contexts).
+    - `joint`: log P(passage) + log P(span | passage): relevance logits (plus `retriever_weight` times the retriever's
+      logit `score / retriever_temperature`) softmaxed over the passages read, and the span's start and end
+      log-probabilities within its passage. Reading one more passage rescales every old candidate alike, so it can
+      only lose a right answer to a better span of the new passage.
+    - `marginal`: `joint`, with the probabilities of spans that normalise to the same answer string summed, so an
+      answer several passages agree on gains (an answer key is `(log of the sum, own joint)`).
+    """
+    ranking = ranking or default_ranking(retriever_weight)
+    if ranking not in RANKINGS:
+        raise ValueError(f"unknown ranking {ranking!r}: expected one of {', '.join(RANKINGS)}")
+    if len(readings) != len(passages):
+        raise ValueError(f"got {len(readings)} readings for {len(passages)} passages")
+    candidates = [(p, s) for p, reading in enumerate(readings) for s in range(len(reading.spans))]
+    if ranking == "dpr":
+        return [((readings[p].relevance, readings[p].spans[s]["score"]), p, s) for p, s in candidates]
+    if ranking == "span":
+        return [((readings[p].spans[s]["score"],), p, s) for p, s in candidates]
+    if not candidates:
+        return []
+    selection = torch.tensor([reading.relevance for reading in readings], dtype=torch.float64)
+    if retriever_weight:
+        scores = [passage.get("score") for passage in passages]
+        if any(score is None for score in scores):
+            raise ValueError("retriever_weight needs every passage's retriever `score`")
+        retriever_logits = torch.tensor(scores, dtype=torch.float64) / retriever_temperature
+        selection = selection + retriever_weight * retriever_logits
+    log_selection = torch.log_softmax(selection, dim=0).tolist()
+    joint = [log_selection[p] + readings[p].spans[s]["log_prob"] for p, s in candidates]
+    if ranking == "joint":
+        return [((score,), p, s) for score, (p, s) in zip(joint, candidates, strict=True)]
+    strings = [normalize_answer(readings[p].spans[s]["answer"]) for p, s in candidates]
+    groups: dict[str, list[float]] = {}
+    for string, score in zip(strings, joint, strict=True):
+        groups.setdefault(string, []).append(score)
+    totals = {string: torch.logsumexp(torch.tensor(scores), 0).item() for string, scores in groups.items()}
+    return [
+        ((totals[string], score), p, s)
+        for string, score, (p, s) in zip(strings, joint, candidates, strict=True)
     ]
-    return answers[:top_k]
+
+
+def rank_answers(
+    readings: Sequence[PassageReading],
+    passages: Sequence[dict],
+    top_k: int = 1,
+    ranking: str | None = None,
+    retriever_weight: float = 0.0,
+    retriever_temperature: float = 1.0,
+) -> list[dict]:
+    """The `top_k` best answers of one question under `ranking` (see `answer_keys`; default: `default_ranking`).
+
+    `score` is the answer's probability among the passages read under `joint` and `marginal` (where each answer
+    string appears once, shown with its most probable span), else the span's start + end logit; `span_score`
+    is always that logit.
+    """
+    ranking = ranking or default_ranking(retriever_weight)
+    keyed = answer_keys(readings, passages, ranking, retriever_weight, retriever_temperature)
+    keyed.sort(key=lambda item: (item[0], -item[1], -item[2]), reverse=True)
+    answers, seen = [], set()
+    for key, p, s in keyed:
+        span = readings[p].spans[s]
+        if ranking == "marginal":
+            string = normalize_answer(span["answer"])
+            if string in seen:
+                continue
+            seen.add(string)
+        answers.append(
+            {
+                **span,
+                "score": math.exp(key[0]) if ranking in ("joint", "marginal") else span["score"],
+                "span_score": span["score"],
+                "relevance": readings[p].relevance,
+                "passage": _passage_dict(passages[p]),
+            }
+        )
+        if len(answers) == top_k:
+            break
+    return answers
 
 
 def read(
@@ -242,13 +342,17 @@ def read(
     max_length: int | None = None,
     batch_size: int = 32,
     num_spans: int = 1,
+    ranking: str | None = None,
+    retriever_weight: float = 0.0,
+    retriever_temperature: float = 1.0,
 ) -> list[list[dict]]:
     """Extract answers for each question from its passages (dicts with `text`, and `id`/`title`/`score`).
 
-    Passages are ranked by the reader's relevance logit; each contributes its `num_spans` best non-overlapping
-    spans. Returns, per question, up to `top_k` dicts `{"answer", "score", "start", "end", "relevance",
-    "passage": {"id", "title", "text", "score"}}`, best first; `start`/`end` are character offsets in the
-    passage text.
+    Each passage contributes its `num_spans` best non-overlapping spans, ranked across passages by `ranking`
+    (`rank_answers`; `retriever_weight` > 0 adds the retriever's logit, each passage's `score / retriever_temperature`,
+    to the reader's relevance). Returns, per question, up to `top_k` dicts `{"answer", "score", "span_score", "log_prob",
+    "start", "end", "relevance", "passage": {"id", "title", "text", "score"}}`, best first; `start`/`end` are
+    character offsets in the passage text.
     """
     readings = score_passages(
         reader,
@@ -261,6 +365,13 @@ def read(
         batch_size=batch_size,
     )
     return [
-        rank_answers(question_readings, question_passages, top_k=top_k)
+        rank_answers(
+            question_readings,
+            question_passages,
+            top_k=top_k,
+            ranking=ranking,
+            retriever_weight=retriever_weight,
+            retriever_temperature=retriever_temperature,
+        )
         for question_readings, question_passages in zip(readings, passages, strict=True)
     ]

@@ -1,0 +1,136 @@
+"""The reader's answer rankings compared on the same readings: EM/F1 when reading the top 1/5/20 passages.
+
+    python benchmarks/reader_ranking.py --reader READER_DIR (--retriever PAIR_DIR | --results RESULTS_JSON)
+        [--questions 300] [--max-length N]
+
+`--retriever`: DPR's SQuAD open setting, a seeded sample of dev-a questions over every SQuAD train + dev-a
+paragraph (the corpus encoding is the slow part; its top-20 is cached in runs/bench/reader-ranking/).
+`--results`: any retrieval-results JSON (`dpr-hf evaluate-retrieval`'s results.json), e.g. the quickstart's dev
+subset. The reader reads each question's 20 passages once; every ranking ranks the same readings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import random
+from pathlib import Path
+
+import common
+from retrieval_quality import dense_retriever
+
+from dpr_hf.evaluation.metrics import exact_match_score, f1_score, has_answer
+from dpr_hf.evaluation.reader import load_reader
+from dpr_hf.reader.decoding import RANKINGS, PassageReading, rank_answers, score_passages
+
+TOP_N = (1, 5, 20)
+
+
+def open_squad_top20(pair_dir: Path, count: int, output: Path) -> list[dict]:
+    """Top-20 dense passages for `count` seeded dev-a questions over the full SQuAD corpus, cached."""
+    cache = output / f"{pair_dir.name}-{count}-top20.json"
+    if cache.exists():
+        return json.loads(cache.read_text())
+    corpus, questions = common.open_squad(0)
+    questions = questions.select(sorted(random.Random(0).sample(range(len(questions)), count)))
+    retriever, seconds = dense_retriever(pair_dir, corpus, "bf32")
+    print(f"corpus of {len(corpus)} encoded in {seconds:.0f} s", flush=True)
+    hits = retriever.search(list(questions["question"]), 20)
+    rows = [
+        {
+            "id": q["id"],
+            "question": q["question"],
+            "answers": q["answers"],
+            "ctxs": [{**h, "has_answer": has_answer(q["answers"], h["text"])} for h in hs],
+        }
+        for q, hs in zip(questions, hits, strict=True)
+    ]
+    output.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(rows, ensure_ascii=False))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reader", type=Path, required=True)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--retriever", type=Path, help="pair folder: SQuAD open dev-a, full corpus")
+    source.add_argument("--results", type=Path, help="retrieval-results JSON")
+    parser.add_argument("--questions", type=int, default=300, help="seeded question sample (300)")
+    parser.add_argument("--max-length", type=int, default=0, help="default: the reader's max_seq_length")
+    parser.add_argument("--num-spans", type=int, default=3, help="spans per passage for the last rows (3)")
+    parser.add_argument("--weights", default="0.5,1,2,4", help="retriever weights λ tried (λ · score/τ)")
+    parser.add_argument("--temperature", type=float, default=0.05, help="retriever's τ (logit = score/τ)")
+    args = parser.parse_args()
+    output = common.RUNS / "reader-ranking"
+    if args.retriever:
+        rows = open_squad_top20(args.retriever, args.questions, output)
+        temperature = json.loads((args.retriever / "question_encoder" / "config.json").read_text())[
+            "temperature"
+        ]
+    else:
+        rows = json.loads(args.results.read_text())
+        rows = [
+            rows[i] for i in sorted(random.Random(0).sample(range(len(rows)), min(args.questions, len(rows))))
+        ]
+        temperature = args.temperature
+    rows = [{**row, "ctxs": row["ctxs"][:20]} for row in rows]
+    reader, tokenizer = load_reader(args.reader)
+    max_length = args.max_length or reader.config.max_seq_length
+    started = common.now()
+    source = args.retriever or args.results
+    cache = output / f"readings-{args.reader.name}-{max_length}-{source.stem}-{len(rows)}.json"
+    if cache.exists():  # the same readings: only the rankings below change between runs
+        readings = [[PassageReading(**r) for r in q] for q in json.loads(cache.read_text())]
+    else:
+        readings = score_passages(
+            reader,
+            tokenizer,
+            [row["question"] for row in rows],
+            [row["ctxs"] for row in rows],
+            num_spans=args.num_spans,
+            max_length=max_length,
+        )
+        output.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps([[dataclasses.asdict(r) for r in q] for q in readings]))
+    recall = {
+        n: 100 * sum(any(c["has_answer"] for c in row["ctxs"][:n]) for row in rows) / len(rows) for n in TOP_N
+    }
+    print(f"{len(rows)} questions, {max_length} tokens; answer in top-n passages: {recall}", flush=True)
+    weights = [float(w) for w in args.weights.split(",")]
+    variants = [(ranking, 0.0, 1) for ranking in RANKINGS]
+    variants += [(ranking, weight, 1) for ranking in ("joint", "marginal") for weight in weights]
+    variants += [("marginal", weight, args.num_spans) for weight in weights]
+    table = []
+    for ranking, weight, num_spans in variants:
+        name = ranking + (f" + {weight:g} retriever/τ" if weight else "") + f", {num_spans} span(s)/passage"
+        em, f1 = {}, {}
+        for n in TOP_N:
+            best = [
+                rank_answers(
+                    [PassageReading(r.relevance, r.spans[:num_spans]) for r in question_readings[:n]],
+                    row["ctxs"][:n],
+                    ranking=ranking,
+                    retriever_weight=weight,
+                    retriever_temperature=temperature,
+                )
+                for question_readings, row in zip(readings, rows, strict=True)
+            ]
+            predictions = [answers[0]["answer"] if answers else "" for answers in best]
+            em[n] = 100 * sum(map(exact_match_score, predictions, [r["answers"] for r in rows])) / len(rows)
+            f1[n] = 100 * sum(map(f1_score, predictions, [r["answers"] for r in rows])) / len(rows)
+        table.append([name, *em.values(), *f1.values()])
+        print(f"{name:<48}" + "".join(f"{v:7.1f}" for v in table[-1][1:]), flush=True)
+    body = "\n\n".join(
+        [
+            f"{len(rows)} questions ({args.retriever or args.results}); reader `{args.reader}` read at {max_length} "
+            f"tokens; answer in the top 1/5/20 passages: {' / '.join(f'{v:.1f}' for v in recall.values())} %.",
+            common.table(["ranking", *(f"EM@{n}" for n in TOP_N), *(f"F1@{n}" for n in TOP_N)], table),
+        ]
+    )
+    common.record("Reader: answer rankings on the same readings", body, False, started)
+
+
+if __name__ == "__main__":
+    main()
