@@ -141,30 +141,24 @@ def _eval_results(part: str, retrieval: dict, reader: dict, dataset: str) -> lis
     if part in ("system", "question_encoder", "passage_encoder"):
         for key, value in _retrieval_rows(retrieval):
             if key.startswith("top_"):
-                results.append(
-                    EvalResult(
-                        task_type="text-retrieval",
-                        task_name="Passage retrieval",
-                        dataset_type=dataset,
-                        dataset_name=dataset,
-                        metric_type=f"top_{key[4:]}_accuracy",
-                        metric_name=f"Top-{key[4:]} accuracy",
-                        metric_value=round(float(value), 2),
-                    )
-                )
+                metric = (f"top_{key[4:]}_accuracy", f"Top-{key[4:]} accuracy", round(float(value), 2))
             elif key in ("ndcg@10", "recall@100"):  # BEIR's headline metrics, named as MTEB's cards name them
                 name, k = key.split("@")
-                results.append(
-                    EvalResult(
-                        task_type="text-retrieval",
-                        task_name="Passage retrieval",
-                        dataset_type=dataset,
-                        dataset_name=dataset,
-                        metric_type=f"{name}_at_{k}",
-                        metric_name=f"{'nDCG' if name == 'ndcg' else 'Recall'}@{k}",
-                        metric_value=round(float(value), 4),
-                    )
+                label = f"{'nDCG' if name == 'ndcg' else 'Recall'}@{k}"
+                metric = (f"{name}_at_{k}", label, round(float(value), 4))
+            else:
+                continue
+            results.append(
+                EvalResult(
+                    task_type="text-retrieval",
+                    task_name="Passage retrieval",
+                    dataset_type=dataset,
+                    dataset_name=dataset,
+                    metric_type=metric[0],
+                    metric_name=metric[1],
+                    metric_value=metric[2],
                 )
+            )
     if part in ("system", "reader"):
         for n, em, f1 in _reader_rows(reader):
             for metric, value in (("exact_match", em), ("f1", f1)):
