@@ -127,8 +127,10 @@ def in_batch_nll_loss(
     """
     if positive_idx.shape[0] != q_vectors.shape[0]:
         raise ValueError(f"{positive_idx.shape[0]} positive indices for {q_vectors.shape[0]} questions")
-    if passage_keys is not None and passage_keys.shape != p_vectors.shape[:1]:
-        raise ValueError(f"{tuple(passage_keys.shape)} passage keys for {p_vectors.shape[0]} passages")
+    if passage_keys is not None:
+        if passage_keys.shape != p_vectors.shape[:1]:
+            raise ValueError(f"{tuple(passage_keys.shape)} passage keys for {p_vectors.shape[0]} passages")
+        passage_keys = passage_keys.to(p_vectors.device)
     world_size, rank = _world()
     if gather and world_size > 1:
         p_vectors, p_sizes = gather_with_local_grad(p_vectors)
@@ -136,7 +138,7 @@ def in_batch_nll_loss(
         offset = sum(p_sizes[:rank])
         positive_idx, _ = gather_with_local_grad(positive_idx + offset)
         if passage_keys is not None:
-            passage_keys, _ = gather_with_local_grad(passage_keys.to(p_vectors.device))
+            passage_keys, _ = gather_with_local_grad(passage_keys)
     scores = similarity_scores(q_vectors, p_vectors, similarity, temperature, normalized)
     if passage_keys is not None:
         scores = scores.masked_fill(repeated_passage_mask(passage_keys, positive_idx), float("-inf"))

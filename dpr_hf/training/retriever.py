@@ -92,7 +92,9 @@ class RetrieverArguments:
     )
     eval_chunk_size: int = field(
         default=256,
-        metadata={"help": "Dev questions scored against the average-rank pool at once (memory ~ this x pool)."},
+        metadata={
+            "help": "Dev questions scored against the average-rank pool at once (memory ~ this x pool)."
+        },
     )
 
     def __post_init__(self):
@@ -245,7 +247,10 @@ class RetrieverTask(TrainingTask):
     def training_step(self, models: dict[str, nn.Module], batch: dict[str, Any], accelerator: Accelerator):
         """With `gradient_cache_chunk_size`, GradCache (Gao et al., 2021): encode in chunks without a graph, take
         the loss and its gradient w.r.t. the embeddings on the full batch, then re-encode chunk by chunk (same
-        dropout) and back-propagate the cached embedding gradients. Same gradients, memory of one chunk."""
+        dropout) and back-propagate the cached embedding gradients. Same gradients, memory of one chunk: the
+        gradients of the loss the first pass computed with the dropout masks it drew (one chunk: the plain step's),
+        synced once per tower under DDP (chunk counts may differ between processes), within bf16's precision of the
+        plain step under autocast (tests/test_exact_training.py)."""
         size = self.args.gradient_cache_chunk_size
         if size <= 0:
             return super().training_step(models, batch, accelerator)
