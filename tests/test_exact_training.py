@@ -74,6 +74,7 @@ SINGLE_ONLY = {  # runs that change the process-wide precision (accelerate's sta
     "bf16_plain": ("bf16", 0.0, 0, False),
     "bf16_cache": ("bf16", 0.0, CHUNK, False),
 }
+ACCUMULATED = {"accumulate_plain": 0, "accumulate_cache": CHUNK}  # 2 micro-batches per step: chunk size
 EVAL_CHUNKS = {"eval_whole": 10_000, "eval_chunked": 3}
 
 
@@ -141,6 +142,41 @@ def _step(name: str, spec: tuple, config: dict, tokenizer, rows: list[dict], ran
     return {"loss": loss, "grads": grads, "num_passages": batch["passage"]["input_ids"].shape[0]}
 
 
+def _micro_batches(rank: int, world_size: int) -> list[list[dict]]:
+    """Global micro-batch m holds the m-th pair of each process's 4 questions; one process takes both pairs."""
+    ranks = [rank] if world_size == 2 else [0, 1]
+    return [[row for r in ranks for row in TRAIN_ROWS[4 * r + 2 * m : 4 * r + 2 * m + 2]] for m in range(2)]
+
+
+def _accumulated_step(
+    chunk: int, config: dict, tokenizer, micro_batches: list[list[dict]], accelerator
+) -> dict:
+    """One optimizer step of 2 micro-batches under `accelerator.accumulate`, as the engine runs it: DDP must
+    not sync after the first (the GradCache step's own `no_sync` nests in accumulate's) and sync after the second.
+    """
+    from dpr_hf.training.retriever import RetrieverArguments, RetrieverTask
+
+    question_encoder, passage_encoder = _encoders(config, 0.0)
+    args = RetrieverArguments(gradient_cache_chunk_size=chunk, num_other_negatives=1, **MAX_LENGTHS)
+    task = RetrieverTask(args, question_encoder, passage_encoder, tokenizer, train_dataset=None)
+    models = dict(zip(task.models(), accelerator.prepare(question_encoder, passage_encoder), strict=True))
+    accelerator.gradient_accumulation_steps, accelerator.step = 2, 0
+    first_grads = None
+    for micro in micro_batches:
+        with accelerator.accumulate(*models.values()):
+            task.training_step(models, task.data_collator()(micro), accelerator)
+        if first_grads is None:
+            first_grads = {k: p.grad.clone() for k, p in question_encoder.named_parameters()}
+    accelerator.gradient_accumulation_steps = 1
+    grads = {
+        f"{tower}.{key}": param.grad.clone()
+        for tower, model in task.models().items()
+        for key, param in model.named_parameters()
+        if param.grad is not None
+    }
+    return {"grads": grads, "first_question_grads": first_grads}
+
+
 def _evaluation(chunk: int, config: dict, tokenizer) -> dict:
     from dpr_hf.training.retriever import RetrieverArguments, evaluate_dev_pool
 
@@ -175,6 +211,11 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str, config: dict, t
         if name == "reference_dropout" and world_size > 1:
             continue
         results[name] = _step(name, spec, config, tokenizer, rows, rank, accelerator)
+    if accelerator.mixed_precision != "no":
+        accelerator = _accelerator("no")
+    for name, chunk in ACCUMULATED.items():
+        micro_batches = _micro_batches(rank, world_size)
+        results[name] = _accumulated_step(chunk, config, tokenizer, micro_batches, accelerator)
     for name, chunk in EVAL_CHUNKS.items():
         results[name] = _evaluation(chunk, config, tokenizer)
     torch.save(results, Path(out_dir) / f"{rank}.pt")
@@ -270,6 +311,21 @@ def test_gradient_cache_under_two_processes_syncs_gradients_once(runs):
     # synchronised: both processes hold the same (averaged) gradients, also with dropout and several chunks
     first, second = (r["cache_dropout"]["grads"] for r in double)
     assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_gradient_cache_with_gradient_accumulation_syncs_on_the_last_micro_batch_only(runs):
+    (single,), double = runs[1], runs[2]
+    for result in (single, *double):
+        error = _relative_error(result["accumulate_cache"]["grads"], result["accumulate_plain"]["grads"])
+        assert error < 1e-3
+    # two processes: after the first micro-batch each holds its own gradients, after the second the same ones
+    first = [r[n]["first_question_grads"] for r in double for n in ACCUMULATED]
+    assert _relative_error(first[0], first[2]) > 1e-2 and _relative_error(first[1], first[3]) > 1e-2
+    last = [r[n]["grads"] for r in double for n in ACCUMULATED]
+    assert all(torch.equal(last[0][k], last[2][k]) and torch.equal(last[1][k], last[3][k]) for k in last[0])
+    # and those of one process accumulating over the same global micro-batches
+    for name in ACCUMULATED:
+        assert _relative_error(double[0][name]["grads"], single["accumulate_plain"]["grads"]) < 1e-3, name
 
 
 def test_gradient_cache_under_bf16_autocast(runs):
