@@ -13,6 +13,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from dpr_hf.losses import in_batch_nll_loss, similarity_scores
+from dpr_hf.losses.retriever import repeated_passage_mask
 
 
 def _nll(scores: list[float], positive: int) -> float:
@@ -119,3 +120,90 @@ def test_two_processes_give_the_single_process_loss_and_gradient(tmp_path):
         # each process back-propagates into its own slice; DDP then averages over the 2 processes
         torch.testing.assert_close(result["q_grad"] / 2, q.grad[q_slice])
         torch.testing.assert_close(result["p_grad"] / 2, p.grad[p_slice])
+
+
+# ------------------------------------------------------------------------------------------- repeated passages
+def test_repeated_passages_count_once_per_question():
+    keys = torch.tensor([7, 3, 7, 5, 3])
+    # q0's positive is column 2 (key 7), q1's column 1 (key 3), q2's column 3 (key 5)
+    mask = repeated_passage_mask(keys, torch.tensor([2, 1, 3]))
+    assert mask.tolist() == [
+        [True, False, False, False, True],  # its positive's other copy and the second copy of key 3
+        [False, False, True, False, True],
+        [False, False, True, False, True],
+    ]
+    q = torch.randn(3, 4, generator=torch.Generator().manual_seed(0))
+    p = torch.randn(5, 4, generator=torch.Generator().manual_seed(1))
+    p[2], p[4] = p[0], p[1]
+    masked = in_batch_nll_loss(q, p, torch.tensor([2, 1, 3]), passage_keys=keys)
+    # the same as the batch with each passage once (the collator's batch within one process)
+    assert masked.item() == pytest.approx(
+        in_batch_nll_loss(q, p[[0, 1, 3]], torch.tensor([0, 1, 2])).item(), abs=1e-6
+    )
+    unique = torch.tensor([1, 2, 3, 4, 5])  # nothing repeated: exactly the loss without keys
+    assert torch.equal(
+        in_batch_nll_loss(q, p, torch.tensor([2, 1, 3]), passage_keys=unique),
+        in_batch_nll_loss(q, p, torch.tensor([2, 1, 3])),
+    )
+    with pytest.raises(ValueError, match="passage keys"):
+        in_batch_nll_loss(q, p, torch.tensor([2, 1, 3]), passage_keys=keys[:4])
+
+
+# Two processes that both hold passages "A" and "C": rank 0 [A B C D], rank 1 [C E A]; one process on the global
+# batch holds [A B C D E] once each.
+DUPLICATE_KEYS = [torch.tensor([10, 11, 12, 13]), torch.tensor([12, 14, 10])]
+DUPLICATE_POSITIVES = [torch.tensor([0, 2]), torch.tensor([0, 2, 1])]  # local: A, C | C, A, E
+GLOBAL_OF_LOCAL = [[0, 1, 2, 3], [2, 4, 0]]  # each local passage's column in the one-process batch
+
+
+def _duplicate_batch() -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(3)
+    return torch.randn(5, 8, generator=generator), torch.randn(5, 8, generator=generator)
+
+
+def _duplicate_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world_size, timeout=datetime.timedelta(seconds=120))
+    try:
+        q, p = _duplicate_batch()
+        q_local = q[[0, 1]] if rank == 0 else q[[2, 3, 4]]
+        q_local = q_local.clone().requires_grad_()
+        p_local = p[GLOBAL_OF_LOCAL[rank]].clone().requires_grad_()
+        results = {}
+        for name, keys in (("keys", DUPLICATE_KEYS[rank]), ("no_keys", None)):
+            loss = in_batch_nll_loss(q_local, p_local, DUPLICATE_POSITIVES[rank], passage_keys=keys)
+            loss.backward()
+            results[name] = {
+                "loss": loss.detach(),
+                "q_grad": q_local.grad.clone(),
+                "p_grad": p_local.grad.clone(),
+            }
+            q_local.grad = p_local.grad = None
+        torch.save(results, f"{out_dir}/{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_processes_holding_one_paragraph_give_the_single_process_loss_and_gradient(tmp_path):
+    args = (2, _free_port(), str(tmp_path))
+    child = mp.get_context("spawn").Process(target=_duplicate_worker, args=(1, *args))
+    child.start()
+    _duplicate_worker(0, *args)
+    child.join(timeout=120)
+    assert child.exitcode == 0
+    q, p = _duplicate_batch()
+    q.requires_grad_()
+    p.requires_grad_()
+    positives = torch.tensor([0, 2, 2, 0, 4])
+    loss = in_batch_nll_loss(q, p, positives)
+    loss.backward()
+    p_grad = torch.zeros_like(p)
+    for rank in range(2):
+        result = torch.load(tmp_path / f"{rank}.pt")
+        torch.testing.assert_close(result["keys"]["loss"], loss.detach())
+        torch.testing.assert_close(result["keys"]["q_grad"] / 2, q.grad[[0, 1] if rank == 0 else [2, 3, 4]])
+        # a passage held twice gets its gradient in two parts, one per process; DDP sums them
+        p_grad.index_add_(0, torch.tensor(GLOBAL_OF_LOCAL[rank]), result["keys"]["p_grad"] / 2)
+        # without the keys the copies are false negatives: a different loss
+        assert abs(result["no_keys"]["loss"].item() - loss.item()) > 1e-3
+    torch.testing.assert_close(p_grad, p.grad)

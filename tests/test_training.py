@@ -221,9 +221,16 @@ def test_final_model_is_the_best_evaluation(tmp_path, tokenizer, tiny_bert_confi
 
 # ------------------------------------------------------------------------------------------------ engine via CLI
 def _tiny_setup(
-    tmp_path: Path, tokenizer, tiny_bert_config, dropout: float, train_size: int, **recipe
+    tmp_path: Path,
+    tokenizer,
+    tiny_bert_config,
+    dropout: float,
+    train_size: int,
+    shared_paragraphs: bool = False,
+    **recipe,
 ) -> Path:
-    """A tiny random BERT backbone folder, synthetic train/dev JSON and a recipe; returns the recipe path."""
+    """A tiny random BERT backbone folder, synthetic train/dev JSON and a recipe; returns the recipe path.
+    `shared_paragraphs`: three consecutive questions share one positive paragraph (SQuAD-style)."""
     config = BertConfig(
         **{
             **tiny_bert_config.to_dict(),
@@ -235,6 +242,9 @@ def _tiny_setup(
     BertModel(config).save_pretrained(tmp_path / "backbone")
     tokenizer.save_pretrained(tmp_path / "backbone")
     rows = _examples(train_size + 8)
+    if shared_paragraphs:
+        for i, row in enumerate(rows):
+            row["positive_ctxs"] = rows[i - i % 3]["positive_ctxs"]
     save_retriever_json(Dataset.from_list(rows[:train_size]), tmp_path / "train.json")
     save_retriever_json(Dataset.from_list(rows[train_size:]), tmp_path / "dev.json")
     values = {
@@ -298,9 +308,17 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, tokenizer, tiny_bert_c
 def test_two_processes_train_like_one_process_on_the_global_batch(
     tmp_path, tokenizer, tiny_bert_config, single_thread
 ):
-    # 2 processes x 4 questions = 1 process x 8 questions: same global batches, same loss, same updates
+    # 2 processes x 4 questions = 1 process x 8 questions: same global batches, same loss, same updates, also
+    # when a paragraph is the positive of questions in both processes' halves (the passage keys mask the copy)
     recipe = _tiny_setup(
-        tmp_path, tokenizer, tiny_bert_config, dropout=0.0, train_size=48, num_train_epochs=1, logging_steps=1
+        tmp_path,
+        tokenizer,
+        tiny_bert_config,
+        dropout=0.0,
+        train_size=48,
+        shared_paragraphs=True,
+        num_train_epochs=1,
+        logging_steps=1,
     )
     single = tmp_path / "single"
     args = ["train-retriever", str(recipe), "--per_device_train_batch_size"]

@@ -28,6 +28,13 @@ def _passage_key(passage: dict) -> tuple[str, ...]:
     )
 
 
+def passage_key_hash(passage: dict) -> int:
+    """`_passage_key` as a signed 64-bit integer, the same in every process and run (unlike Python's salted
+    `hash`), so the loss can recognise one paragraph held by two processes."""
+    digest = hashlib.blake2b("\x1f".join(_passage_key(passage)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little", signed=True)
+
+
 class PassagePool:
     """Passages in first-seen order, each once: a paragraph shared by two questions is encoded once, and a
     question's positive is never among its own negatives."""
@@ -64,8 +71,9 @@ class RetrieverCollator:
         shuffle_negatives: sample negatives at random (training); False takes the first ones (evaluation).
         seed: seed of the sampling.
 
-    Returns a dict: `question` and `passage` (dicts of `input_ids`, `attention_mask`, `token_type_ids`) and
-    `positive_idx` (index of each question's positive among the batch's passages).
+    Returns a dict: `question` and `passage` (dicts of `input_ids`, `attention_mask`, `token_type_ids`),
+    `positive_idx` (index of each question's positive among the batch's passages) and `passage_keys` (each
+    passage's `passage_key_hash`, with which the loss masks a paragraph that another process's batch holds too).
     """
 
     tokenizer: PreTrainedTokenizerBase
@@ -123,4 +131,5 @@ class RetrieverCollator:
             "question": dict(questions),
             "passage": dict(contexts),
             "positive_idx": torch.tensor(positive_idx, dtype=torch.long),
+            "passage_keys": torch.tensor([passage_key_hash(p) for p in passages], dtype=torch.long),
         }

@@ -5,6 +5,12 @@ and every hard/other negative (Karpukhin et al., 2020, section 3.2). Under sever
 passage vectors are gathered; only the local slice keeps its autograd graph (no gradient crosses processes, as in
 the original DPR), and the loss gradient is scaled by the world size so that the gradient averaging of DDP/FSDP
 yields exactly the gradient of the global-batch loss a single process would compute.
+
+A paragraph that several processes hold (SQuAD-style data: questions on one paragraph fall into different
+processes' batches) would otherwise be a false negative of its own question and a doubled negative of the others.
+With `passage_keys` each question sees every distinct passage once, as one process on the global batch (whose
+collator encodes a repeated paragraph once) does: its positive's own column, and the first column of every other
+passage.
 """
 
 from __future__ import annotations
@@ -80,6 +86,20 @@ class _ScaleGradient(torch.autograd.Function):
         return grad * ctx.scale, None
 
 
+def repeated_passage_mask(passage_keys: torch.Tensor, positive_idx: torch.Tensor) -> torch.Tensor:
+    """`(num_questions, num_passages)` True where a column repeats a passage the question already sees.
+
+    A question sees its positive's own column and the first column of every other passage key; the other copies
+    of its positive and the later copies of any passage are masked. Unique keys mask nothing.
+    """
+    columns = torch.arange(passage_keys.shape[0], device=passage_keys.device)
+    _, inverse = torch.unique(passage_keys, return_inverse=True)
+    first = torch.full_like(columns, passage_keys.shape[0]).scatter_reduce(0, inverse, columns, "amin")
+    repeated = first[inverse] != columns
+    shares_positive = inverse[None, :] == inverse[positive_idx][:, None]
+    return torch.where(shares_positive, columns[None, :] != positive_idx[:, None], repeated[None, :])
+
+
 def in_batch_nll_loss(
     q_vectors: torch.Tensor,
     p_vectors: torch.Tensor,
@@ -88,6 +108,7 @@ def in_batch_nll_loss(
     temperature: float = 1.0,
     gather: bool = True,
     normalized: bool = False,
+    passage_keys: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean negative log-likelihood of each question's positive among all passages of the (global) batch.
 
@@ -101,16 +122,26 @@ def in_batch_nll_loss(
             across devices). The returned value then equals the single-process loss on the global batch.
         normalized: the vectors are unit length already (encoders with `normalize=True`): cosine does not
             normalise them again.
+        passage_keys: `(num_passages,)` integer identity of each local passage (the collator's `passage_keys`):
+            repeated passages of the (global) batch count once per question (`repeated_passage_mask`).
     """
     if positive_idx.shape[0] != q_vectors.shape[0]:
         raise ValueError(f"{positive_idx.shape[0]} positive indices for {q_vectors.shape[0]} questions")
+    if passage_keys is not None:
+        if passage_keys.shape != p_vectors.shape[:1]:
+            raise ValueError(f"{tuple(passage_keys.shape)} passage keys for {p_vectors.shape[0]} passages")
+        passage_keys = passage_keys.to(p_vectors.device)
     world_size, rank = _world()
     if gather and world_size > 1:
         p_vectors, p_sizes = gather_with_local_grad(p_vectors)
         q_vectors, _ = gather_with_local_grad(q_vectors)
         offset = sum(p_sizes[:rank])
         positive_idx, _ = gather_with_local_grad(positive_idx + offset)
+        if passage_keys is not None:
+            passage_keys, _ = gather_with_local_grad(passage_keys)
     scores = similarity_scores(q_vectors, p_vectors, similarity, temperature, normalized)
+    if passage_keys is not None:
+        scores = scores.masked_fill(repeated_passage_mask(passage_keys, positive_idx), float("-inf"))
     loss = F.cross_entropy(scores, positive_idx)
     if gather and world_size > 1:
         loss = _ScaleGradient.apply(loss, float(world_size))

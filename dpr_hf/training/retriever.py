@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
@@ -23,7 +24,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from ..data.collators import PassagePool, RetrieverCollator
 from ..encoding import encode
-from ..losses import in_batch_nll_loss, similarity_scores
+from ..losses import gather_with_local_grad, in_batch_nll_loss, similarity_scores
 from ..losses.retriever import SIMILARITIES
 from ..models.modeling import PassageEncoder, QuestionEncoder
 from ..models.pair import ENCODER_DIRS, EncoderPair
@@ -89,12 +90,20 @@ class RetrieverArguments:
     eval_rank_other_negatives: int = field(
         default=30, metadata={"help": "Other negatives per dev question added to the average-rank pool."}
     )
+    eval_chunk_size: int = field(
+        default=256,
+        metadata={
+            "help": "Dev questions scored against the average-rank pool at once (memory ~ this x pool)."
+        },
+    )
 
     def __post_init__(self):
         if self.similarity is not None and self.similarity not in SIMILARITIES:
             raise ValueError(f"similarity must be one of {SIMILARITIES}, got {self.similarity!r}")
         if self.temperature is not None and self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.eval_chunk_size <= 0:
+            raise ValueError(f"eval_chunk_size must be > 0, got {self.eval_chunk_size}")
         for name in ("question_max_length", "passage_max_length"):
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
@@ -216,24 +225,32 @@ class RetrieverTask(TrainingTask):
             seed=self.seed,
         )
 
-    def _loss(
-        self, q_vectors: torch.Tensor, p_vectors: torch.Tensor, positive_idx: torch.Tensor
-    ) -> torch.Tensor:
+    def _loss(self, q_vectors: torch.Tensor, p_vectors: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
         config = self.question_encoder.config
-        # the encoders' outputs: already unit vectors when the pair scores by cosine
+        # the encoders' outputs: already unit vectors when the pair scores by cosine; the passage keys mask a
+        # paragraph that another process's batch holds too (batches of other collators may have none)
         return in_batch_nll_loss(
-            q_vectors, p_vectors, positive_idx, config.similarity, config.temperature, normalized=True
+            q_vectors,
+            p_vectors,
+            batch["positive_idx"],
+            config.similarity,
+            config.temperature,
+            normalized=True,
+            passage_keys=batch.get("passage_keys"),
         )
 
     def compute_loss(self, models: dict[str, nn.Module], batch: dict[str, Any]) -> torch.Tensor:
         q_vectors = models["question_encoder"](**batch["question"]).pooler_output
         p_vectors = models["passage_encoder"](**batch["passage"]).pooler_output
-        return self._loss(q_vectors, p_vectors, batch["positive_idx"])
+        return self._loss(q_vectors, p_vectors, batch)
 
     def training_step(self, models: dict[str, nn.Module], batch: dict[str, Any], accelerator: Accelerator):
         """With `gradient_cache_chunk_size`, GradCache (Gao et al., 2021): encode in chunks without a graph, take
         the loss and its gradient w.r.t. the embeddings on the full batch, then re-encode chunk by chunk (same
-        dropout) and back-propagate the cached embedding gradients. Same gradients, memory of one chunk."""
+        dropout) and back-propagate the cached embedding gradients. Same gradients, memory of one chunk: the
+        gradients of the loss the first pass computed with the dropout masks it drew (one chunk: the plain step's),
+        synced once per tower under DDP (chunk counts may differ between processes), within bf16's precision of the
+        plain step under autocast (tests/test_exact_training.py)."""
         size = self.args.gradient_cache_chunk_size
         if size <= 0:
             return super().training_step(models, batch, accelerator)
@@ -250,7 +267,7 @@ class RetrieverTask(TrainingTask):
                     states[-1].append(_rng_state())
                     outputs.append(model(**chunk).pooler_output)
                 vectors.append(torch.cat(outputs).detach().requires_grad_())
-        loss = self._loss(vectors[0], vectors[1], batch["positive_idx"])
+        loss = self._loss(vectors[0], vectors[1], batch)
         accelerator.backward(loss)  # gradients w.r.t. the embeddings only (scaled as the engine needs)
         for (model, chunks), tower_states, tower_vectors in zip(towers, states, vectors, strict=True):
             grads = tower_vectors.grad.split(size)
@@ -262,8 +279,9 @@ class RetrieverTask(TrainingTask):
         return loss.detach()
 
     def evaluate(self, models: dict[str, nn.Module], accelerator: Accelerator) -> dict[str, float]:
-        if self.eval_dataset is None or not accelerator.is_main_process:
+        if self.eval_dataset is None:
             return {}
+        # every process takes a share of the dev pool and of its questions
         return evaluate_dev_pool(
             models["question_encoder"],
             models["passage_encoder"],
@@ -278,6 +296,18 @@ class RetrieverTask(TrainingTask):
         EncoderPair(models["question_encoder"], models["passage_encoder"], self.tokenizer).save_into(
             output_dir
         )
+
+
+def _world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_world_size(), torch.distributed.get_rank()
+    return 1, 0
+
+
+def _encode_slice(encoder, tokenizer, texts, titles, start, end, dim, **options) -> np.ndarray:
+    if start >= end:
+        return np.empty((0, dim), dtype=np.float32)
+    return encode(encoder, tokenizer, texts[start:end], titles[start:end] if titles else None, **options)
 
 
 @torch.no_grad()
@@ -300,9 +330,14 @@ def evaluate_dev_pool(
       `validate_average_rank`). Lower is better.
 
     Scored as the pair's configs say (similarity, temperature); read at the lengths of `args`, else the configs'.
+    Memory is bounded: the pool's vectors plus `args.eval_chunk_size` x pool scores at a time, never the full
+    questions x pool matrix. Under `torch.distributed` every process calls it: each encodes a slice of the pool
+    (gathered into every process) and scores its share of the question groups; the sums are all-reduced, so
+    every process returns the metrics of the whole dev set.
     """
     args = args or RetrieverArguments()
     config = question_encoder.config
+    world_size, rank = _world()
     examples = [dataset[i] for i in range(len(dataset))]
     selector = RetrieverCollator(
         tokenizer, args.num_hard_negatives, args.num_other_negatives, shuffle_negatives=False
@@ -319,48 +354,68 @@ def evaluate_dev_pool(
         for passage in (example.get("negative_ctxs") or [])[: args.eval_rank_other_negatives]:
             pool.add(passage)
 
-    q_vectors = encode(
-        question_encoder,
-        tokenizer,
-        [e["question"] for e in examples],
-        batch_size=encode_batch_size,
-        max_length=args.question_max_length,
-    )
-    p_vectors = encode(
+    device, dim = passage_encoder.device, passage_encoder.config.embedding_dim
+    start, end = (len(pool.passages) * r // world_size for r in (rank, rank + 1))
+    local_passages = _encode_slice(
         passage_encoder,
         tokenizer,
         [p["text"] for p in pool.passages],
         [p.get("title") or "" for p in pool.passages],
+        start,
+        end,
+        dim,
         batch_size=encode_batch_size,
         max_length=args.passage_max_length,
     )
-    positives_t = torch.tensor(positives)
-    # scored as the pair scores (its configs), on the encoders' outputs: unit vectors for cosine
-    scores = similarity_scores(
-        torch.from_numpy(q_vectors),
-        torch.from_numpy(p_vectors),
-        config.similarity,
-        config.temperature,
-        normalized=True,
-    )
-    positive_scores = scores.gather(1, positives_t[:, None])
-    average_rank = (scores > positive_scores).sum(dim=1).float().mean().item()
+    p_vectors, _ = gather_with_local_grad(torch.from_numpy(local_passages).to(device))
 
     order = list(range(len(examples)))
     random.Random(0).shuffle(order)
-    total_loss, correct = 0.0, 0
-    for start in range(0, len(order), batch_size):
-        group = order[start : start + batch_size]
+    groups = [order[i : i + batch_size] for i in range(0, len(order), batch_size)][rank::world_size]
+    questions = [i for group in groups for i in group]  # this process's share, group by group
+    q_vectors = torch.from_numpy(
+        _encode_slice(
+            question_encoder,
+            tokenizer,
+            [examples[i]["question"] for i in questions],
+            None,
+            0,
+            len(questions),
+            dim,
+            batch_size=encode_batch_size,
+            max_length=args.question_max_length,
+        )
+    ).to(device)
+
+    def scores(rows: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+        # scored as the pair scores (its configs), on the encoders' outputs: unit vectors for cosine
+        return similarity_scores(rows, columns, config.similarity, config.temperature, normalized=True)
+
+    rank_sum = 0
+    chunk = args.eval_chunk_size
+    for i in range(0, len(questions), chunk):
+        chunk_scores = scores(q_vectors[i : i + chunk], p_vectors)
+        targets = torch.tensor([positives[q] for q in questions[i : i + chunk]], device=device)
+        rank_sum += (chunk_scores > chunk_scores.gather(1, targets[:, None])).sum().item()
+
+    total_loss, correct, row = 0.0, 0, 0
+    for group in groups:
         columns = sorted({positives[i] for i in group} | {n for i in group for n in batch_negatives[i]})
         column_of = {c: j for j, c in enumerate(columns)}
-        target = torch.tensor([column_of[positives[i]] for i in group])
-        logits = scores[group][:, columns]
+        target = torch.tensor([column_of[positives[i]] for i in group], device=device)
+        logits = scores(q_vectors[row : row + len(group)], p_vectors[columns])
+        row += len(group)
         total_loss += F.cross_entropy(logits, target, reduction="sum").item()
         correct += (logits.argmax(dim=1) == target).sum().item()
+
+    totals = torch.tensor([total_loss, correct, rank_sum], dtype=torch.float64, device=device)
+    if world_size > 1:
+        torch.distributed.all_reduce(totals)
+    total_loss, correct, rank_sum = totals.tolist()
     return {
         "loss": total_loss / len(examples),
         "accuracy": correct / len(examples),
-        "average_rank": average_rank,
+        "average_rank": rank_sum / len(examples),
         "num_questions": len(examples),
         "num_passages": len(pool.passages),
     }
