@@ -20,7 +20,7 @@ from dpr_hf.export.auto import (
     available_candidates,
     choose_backend,
 )
-from dpr_hf.export.backends import load_encoder
+from dpr_hf.export.backends import load_encoder, load_system
 
 TORCH_ONLY = [("torch", "fp32"), ("torch", "bf32")]
 
@@ -183,3 +183,9 @@ def test_a_bad_backend_in_the_environment_is_a_usage_error(encoder_dir, tmp_path
             ]
         )
     assert exit_info.value.code == 2 and "'tpu' is not one of auto, torch" in capsys.readouterr().err
+
+
+def test_a_system_takes_no_auto_backend(tmp_path):
+    """The cosine guard vouches for embeddings, not for a reader's answers: systems name their backend."""
+    with pytest.raises(ValueError, match="system's backend must be one of"):
+        load_system(tmp_path, backend="auto")

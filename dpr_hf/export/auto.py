@@ -175,7 +175,7 @@ def _read_cache(path: Path) -> dict:
         return {}
 
 
-def _valid_entry(entry) -> bool:
+def _valid_entry(entry: object) -> bool:
     from .backends import BACKEND_PRECISIONS
 
     return (
@@ -313,7 +313,11 @@ def choose_backend(
     if _valid_entry(entry) and entry.get("key") == key:
         return BackendChoice(entry["backend"], entry["precision"], f"{entry['reason']}; cached in {file}")
     start, load = time.perf_counter(), _load_average()
-    entry = {"key": key, **_decide(candidates, _measure(folder, role, candidates, min_cosine)), "load_average": load}
+    entry = {
+        "key": key,
+        **_decide(candidates, _measure(folder, role, candidates, min_cosine)),
+        "load_average": load,
+    }
     choices[key_id] = entry
     saved = f"cached in {file}" if _write_cache(file, choices) else "not cached"
     busy = ""

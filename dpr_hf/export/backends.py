@@ -89,6 +89,8 @@ def load_system(folder: str | os.PathLike, backend: str = "torch", precision: st
     from ..pipelines import QASystem
     from .onnx import load_onnx_model
 
+    if backend not in BACKENDS:  # "auto" is the encoders' alone: its cosine guard says nothing about answers
+        raise ValueError(f"a system's backend must be one of {BACKENDS}, got {backend!r}")
     system = QASystem.from_pretrained(folder, with_passage_encoder=False, **kwargs)
     if backend == "torch":
         if precision not in (None, "fp32"):
