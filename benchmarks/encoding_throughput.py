@@ -20,8 +20,10 @@ table shows the change in questions found, either way.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -32,6 +34,7 @@ from pathlib import Path
 import common
 import numpy as np
 import torch
+import transformers
 from datasets import concatenate_datasets
 from sentence_transformers import SentenceTransformer
 from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
@@ -121,6 +124,12 @@ def timed_process(command: list[str], env: dict[str, str]) -> tuple[float, str]:
     return seconds, result.stderr
 
 
+def auto_choice(line: str) -> str:
+    """The choice and why from `backend auto: ...`, less where it was cached (a temporary folder)."""
+    choice = re.split(r"; (?:measured in|cached in|not cached)", line.split("backend auto:", 1)[1])[0].strip()
+    return choice + ")" + (" [measured on a busy CPU]" if "the CPU was busy" in line else "")
+
+
 def whole_process(base: str, count: int, runs: int, peak: float) -> str:
     """The section comparing `dpr-hf encode` (cold, then warm dpr_hf cache) with sentence-transformers' encode,
     each a whole process; returns the Markdown (text and table)."""
@@ -163,11 +172,7 @@ def whole_process(base: str, count: int, runs: int, peak: float) -> str:
                 command, {**env, "HF_DATASETS_CACHE": str(tmp / f"datasets-{run}")}
             )
             chosen = [line for line in stderr.splitlines() if "backend auto:" in line]
-            # the choice and why, less the temporary cache's path
-            choice = (
-                chosen[-1].split("backend auto:", 1)[1].replace(str(tmp), "$TMP").strip() if chosen else "?"
-            )
-            return seconds, choice, output
+            return seconds, auto_choice(chosen[-1]) if chosen else "?", output
 
         def st_run() -> float:
             command = [sys.executable, "-c", ST_SCRIPT, base, str(corpus), str(tmp / "st.npy")]
@@ -284,14 +289,20 @@ def main() -> None:
             for (backend, quantized), model in exported.items()
         },
     }
-    # sentence-transformers' own ONNX / OpenVINO backends export through optimum, whose releases pin
-    # transformers < 5: rows for them where it installs, else a row saying why not.
+    # sentence-transformers' own ONNX / OpenVINO backends export through optimum, whose ONNX exporter
+    # (optimum-onnx 0.1.0) needs transformers < 4.58: rows for them where it installs, else a row saying why not.
     unavailable = {}
     for backend in ("onnx", "openvino"):
         try:
             peer_model = SentenceTransformer(base, device="cpu", backend=backend)
         except Exception as error:  # noqa: BLE001 (any failure to build the peer's backend: report it, go on)
             reason = " ".join(str(error).split())
+            if importlib.util.find_spec("optimum") is None:
+                reason = (
+                    f"optimum is not installed (optimum-onnx 0.1.0, its ONNX exporter, needs transformers < "
+                    f"4.58; this run has transformers {transformers.__version__}); sentence-transformers says: "
+                    f"{reason}"
+                )
             unavailable[f"sentence-transformers encode ({backend} backend)"] = (
                 f"{type(error).__name__}: {reason}"
             )
