@@ -3,6 +3,13 @@ max length and batch size; lower-precision variants and ONNX Runtime / OpenVINO 
 peer's own ONNX / OpenVINO backends, where optimum installs) with a quality guard.
 
     python benchmarks/encoding_throughput.py [--quick] [--passages N] [--batch-size 64] [--max-length 256]
+        [--process-passages 2000] [--process-runs 1] [--skip-process]
+
+Whole process: `dpr-hf encode` as a user types it (default flags, so `--backend auto`) and a script running
+sentence-transformers' default `encode` (same backbone, and dpr-hf encode's batch size and max length), each a
+subprocess timed from start to exit, over the same `--process-passages` SQuAD paragraphs (every dev-a paragraph,
+then seeded train paragraphs); dpr-hf once with an empty dpr_hf cache (cold: ONNX export and backend calibration
+included) and then warm; each run with an empty datasets cache, so no run reuses another's corpus.
 
 Texts: SQuAD dev-a paragraphs as "title [SEP] text" (sentence-transformers) = the token ids of dpr_hf's passage
 format. Guard for each variant: min cosine to dpr_hf fp32 embeddings >= 0.999 and no question lost from the top-20
@@ -13,6 +20,12 @@ table shows the change in questions found, either way.
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
 import tempfile
 import time
 import warnings
@@ -21,10 +34,13 @@ from pathlib import Path
 import common
 import numpy as np
 import torch
+import transformers
+from datasets import concatenate_datasets
 from sentence_transformers import SentenceTransformer
 from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 from transformers import AutoTokenizer
 
+from dpr_hf.cli import build_parser
 from dpr_hf.data import load_passages, load_questions
 from dpr_hf.encoding import encode, encode_passages
 from dpr_hf.evaluation.metrics import has_answer
@@ -64,14 +80,164 @@ def top20_hits(passage_vectors: np.ndarray, question_vectors: np.ndarray, passag
     )
 
 
+ST_SCRIPT = """
+import json, sys
+import numpy as np
+from sentence_transformers import SentenceTransformer
+base, corpus, output, batch_size, max_length = sys.argv[1:]
+rows = [json.loads(line) for line in open(corpus, encoding="utf-8")]
+texts = [f"{r['title']} [SEP] {r['text']}" if r.get("title") else r["text"] for r in rows]
+model = SentenceTransformer(base, device="cpu")
+model.max_seq_length = int(max_length)
+np.save(output, model.encode(texts, batch_size=int(batch_size)))
+"""
+
+
+def process_corpus(count: int, seed: int = 0):
+    """`count` SQuAD paragraphs: every dev-a paragraph, then seeded train paragraphs (dev-a has ~1,065)."""
+    dev = load_passages(str(common.SQUAD_DEV))
+    if count <= len(dev):
+        return dev.select(range(count))
+    train = load_passages(str(common.SQUAD_TRAIN)).shuffle(seed=seed)
+    return concatenate_datasets([dev, train.select(range(count - len(dev)))])
+
+
+def encode_defaults() -> tuple[int, int]:
+    """`dpr-hf encode`'s default batch size and max length (read from its parser, so they stay in step)."""
+    args = build_parser().parse_args(["encode", "--passage-encoder", "x", "--passages", "x", "--output", "x"])
+    return args.batch_size, args.max_length
+
+
+def dpr_hf_command() -> list[str]:
+    """`dpr-hf` as installed next to this Python (the console script a user types), else `python -m`."""
+    script = Path(sys.executable).with_name("dpr-hf")
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "dpr_hf.cli"]
+
+
+def timed_process(command: list[str], env: dict[str, str]) -> tuple[float, str]:
+    """Wall seconds from start to exit, and stderr; fails loudly with the stderr's tail."""
+    start = time.perf_counter()
+    result = subprocess.run(command, env=env, cwd=common.ROOT, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if result.returncode != 0:
+        raise SystemExit(f"{command[:3]} failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    return seconds, result.stderr
+
+
+def auto_choice(line: str) -> str:
+    """The choice and why from `backend auto: ...`, less where it was cached (a temporary folder)."""
+    choice = re.split(r"; (?:measured in|cached in|not cached)", line.split("backend auto:", 1)[1])[0].strip()
+    return choice + ")" + (" [measured on a busy CPU]" if "the CPU was busy" in line else "")
+
+
+def whole_process(base: str, count: int, runs: int, peak: float) -> str:
+    """The section comparing `dpr-hf encode` (cold, then warm dpr_hf cache) with sentence-transformers' encode,
+    each a whole process; returns the Markdown (text and table)."""
+    from datasets import load_from_disk
+
+    batch_size, max_length = encode_defaults()
+    corpus_rows = process_corpus(count)
+    texts = [
+        f"{t} [SEP] {x}" if t else x for t, x in zip(corpus_rows["title"], corpus_rows["text"], strict=True)
+    ]
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    lengths = np.array(
+        [len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]]
+    )
+    encoder = PassageEncoder.from_backbone(
+        base, pooling="mean"
+    )  # the base model as dpr_hf pools it, as ST does
+    flops = forward_flops(lengths, encoder.config.encoder)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        encoder_dir = tmp / "passage_encoder"
+        encoder.save_pretrained(encoder_dir)
+        tokenizer.save_pretrained(encoder_dir)
+        corpus = tmp / "passages.jsonl"
+        with open(corpus, "w", encoding="utf-8") as handle:
+            for row in corpus_rows:
+                handle.write(json.dumps({"id": row["id"], "title": row["title"], "text": row["text"]}) + "\n")
+        # dpr-hf's default backend (auto) unless the environment pins another
+        env = {key: value for key, value in os.environ.items() if key != "DPR_HF_BACKEND"}
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(common.ROOT), env.get("PYTHONPATH")]))
+        env["DPR_HF_CACHE"] = str(tmp / "dpr_hf_cache")  # empty: the first dpr-hf run is the cold one
+        counter = iter(range(10_000))
+
+        def dpr_hf_run() -> tuple[float, str, Path]:
+            run = next(counter)
+            output = tmp / f"embeddings-{run}"
+            command = [*dpr_hf_command(), "encode", "--passage-encoder", str(encoder_dir)]
+            command += ["--passages", str(corpus), "--output", str(output)]
+            seconds, stderr = timed_process(
+                command, {**env, "HF_DATASETS_CACHE": str(tmp / f"datasets-{run}")}
+            )
+            chosen = [line for line in stderr.splitlines() if "backend auto:" in line]
+            return seconds, auto_choice(chosen[-1]) if chosen else "?", output
+
+        def st_run() -> float:
+            command = [sys.executable, "-c", ST_SCRIPT, base, str(corpus), str(tmp / "st.npy")]
+            return timed_process([*command, str(batch_size), str(max_length)], env)[0]
+
+        st_seconds = [st_run()]
+        cold_seconds, cold_choice, output = dpr_hf_run()
+        warm = [dpr_hf_run()]
+        for _ in range(runs - 1):  # alternate, so a change in the machine's load hits both
+            st_seconds.append(st_run())
+            warm.append(dpr_hf_run())
+        warm_seconds, warm_choice, _ = min(warm)
+        peer = np.load(tmp / "st.npy")
+        ours = np.asarray(load_from_disk(str(output)).with_format("numpy")["embeddings"], dtype=np.float32)
+    unit = ours / np.linalg.norm(ours, axis=1, keepdims=True)
+    cosine = float(np.min(np.sum(unit * peer / np.linalg.norm(peer, axis=1, keepdims=True), axis=1)))
+    st_best = min(st_seconds)
+
+    def row(name, seconds, choice):
+        gflops = flops / seconds / 1e9
+        return [name, seconds, count / seconds, st_best / seconds, f"{100 * gflops / peak:.1f}%", choice]
+
+    rows = [
+        row(
+            f"sentence-transformers encode (batch_size={batch_size}, max_seq_length={max_length})",
+            st_best,
+            "torch",
+        ),
+        row("dpr-hf encode, cold cache (ONNX export + calibration)", cold_seconds, cold_choice),
+        row("dpr-hf encode, warm cache", warm_seconds, warm_choice),
+    ]
+    text = (
+        f"Whole process, {count} SQuAD paragraphs ({lengths.mean():.0f} tokens on average): "
+        f"`dpr-hf encode --passage-encoder DIR --passages passages.jsonl --output DIR` (default flags: batch "
+        f"{batch_size}, max length {max_length}, backend auto) against a script loading all-MiniLM-L6-v2 in "
+        f"sentence-transformers and calling `encode(texts, batch_size={batch_size})` at max_seq_length "
+        f"{max_length}, each a subprocess timed from start to exit (imports, model load, reading the corpus and "
+        f"writing the embeddings included; best of {runs} for the warm and peer runs). Min cosine between the "
+        f"dpr-hf and sentence-transformers embeddings: {cosine:.5f} (guard >= 0.999: "
+        f"{'pass' if cosine >= 0.999 else 'FAIL'}). % of peak: useful forward FLOPs / wall time / fp32 matmul peak."
+    )
+    headers = ["run", "seconds", "passages/s", "x sentence-transformers", "% of fp32 peak", "backend"]
+    return text + "\n\n" + common.table(headers, rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="64 passages")
     parser.add_argument("--passages", type=int, default=0, help="passages encoded (default 512, quick 64)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument(
+        "--process-passages",
+        type=int,
+        default=0,
+        help="passages of the whole-process runs (default 2000, quick 64)",
+    )
+    parser.add_argument(
+        "--process-runs", type=int, default=1, help="warm dpr-hf / peer process runs (best kept)"
+    )
+    parser.add_argument("--skip-process", action="store_true", help="leave out the whole-process comparison")
     args = parser.parse_args()
     started = common.now()
+    # the matmul peak first, on a machine not yet warmed by the runs
+    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
     count = args.passages or (64 if args.quick else 512)
     base = common.base_model_dir()
     passages = load_passages(str(common.SQUAD_DEV)).select(range(count))
@@ -123,12 +289,23 @@ def main() -> None:
             for (backend, quantized), model in exported.items()
         },
     }
-    # sentence-transformers' own ONNX / OpenVINO backends export through optimum, whose releases pin
-    # transformers < 5: rows for them where it installs.
+    # sentence-transformers' own ONNX / OpenVINO backends export through optimum, whose ONNX exporter
+    # (optimum-onnx 0.1.0) needs transformers < 4.58: rows for them where it installs, else a row saying why not.
+    unavailable = {}
     for backend in ("onnx", "openvino"):
         try:
             peer_model = SentenceTransformer(base, device="cpu", backend=backend)
         except Exception as error:  # noqa: BLE001 (any failure to build the peer's backend: report it, go on)
+            reason = " ".join(str(error).split())
+            if importlib.util.find_spec("optimum") is None:
+                reason = (
+                    f"optimum is not installed (optimum-onnx 0.1.0, its ONNX exporter, needs transformers < "
+                    f"4.58; this run has transformers {transformers.__version__}); sentence-transformers says: "
+                    f"{reason}"
+                )
+            unavailable[f"sentence-transformers encode ({backend} backend)"] = (
+                f"{type(error).__name__}: {reason}"
+            )
             print(f"sentence-transformers backend={backend!r} unavailable: {type(error).__name__}: {error}")
             continue
         peer_model.max_seq_length = args.max_length
@@ -142,7 +319,6 @@ def main() -> None:
         vectors[name] = run()
         seconds[name] = time.perf_counter() - run_start
         print(f"{name}: {count / seconds[name]:.1f} passages/s", flush=True)
-    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
 
     reference = vectors["dpr_hf encode_passages (fp32)"]
     unit = reference / np.linalg.norm(reference, axis=1, keepdims=True)
@@ -169,6 +345,16 @@ def main() -> None:
                 "(peer)" if name == peer else "pass" if guard else "FAIL",
             ]
         )
+    rows += [[name, f"not available: {reason}", *[""] * 7] for name, reason in unavailable.items()]
+    process = (
+        []
+        if args.skip_process
+        else [
+            whole_process(
+                base, args.process_passages or (64 if args.quick else 2000), args.process_runs, peaks["fp32"]
+            )
+        ]
+    )
     body = "\n\n".join(
         [
             f"{count} SQuAD dev-a paragraphs ({lengths.mean():.0f} tokens on average, max length {args.max_length}), "
@@ -191,6 +377,7 @@ def main() -> None:
                 ],
                 rows,
             ),
+            *process,
         ]
     )
     common.record("Encoding throughput: dpr_hf vs sentence-transformers", body, args.quick, started)

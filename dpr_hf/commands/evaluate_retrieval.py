@@ -96,7 +96,8 @@ def _dense(args: argparse.Namespace):
         index = PassageIndex.load(index_dir, question_encoder=question_encoder)
     else:
         passage_dir = EncoderPair.encoder_dir(args.model, "passage")
-        passage_encoder, _ = load_encoder(
+        # each tower applies its own precision: with --backend auto the two choices may differ
+        passage_encoder, passage_precision = load_encoder(
             passage_dir, "passage", backend=args.backend, precision=args.precision
         )
         embedded = encode_passages(
@@ -104,7 +105,7 @@ def _dense(args: argparse.Namespace):
             AutoTokenizer.from_pretrained(passage_dir),
             load_passages(args.passages),
             batch_size=args.batch_size,
-            precision=precision,
+            precision=passage_precision,
         )
         index = PassageIndex.build(
             embedded,

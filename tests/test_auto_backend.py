@@ -1,0 +1,191 @@
+"""`--backend auto`: a measured choice that passes the cosine guard, cached once, read back without timing."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+import torch
+from datasets import load_from_disk
+from tiny_qa_system import PASSAGES
+
+from dpr_hf.cli import main
+from dpr_hf.encoding import encode_passages
+from dpr_hf.export.auto import (
+    CHOICE_FILE,
+    GUARD_COSINE,
+    MIN_SPEEDUP,
+    available_candidates,
+    choose_backend,
+)
+from dpr_hf.export.backends import load_encoder, load_system
+
+TORCH_ONLY = [("torch", "fp32"), ("torch", "bf32")]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """One dpr_hf cache for the module: the tiny encoder's ONNX export is made once (the choices file is reset
+    by each test that needs a fresh one)."""
+    return tmp_path_factory.mktemp("dpr_hf_cache")
+
+
+@pytest.fixture
+def encoder_dir(cache, tmp_path_factory, tiny_passage_encoder, tokenizer, monkeypatch, single_thread):
+    """The tiny passage encoder's folder, measured on one thread: on a busy 2-core machine two threads of a tiny
+    model spin against the other jobs and take seconds per batch."""
+    monkeypatch.setenv("DPR_HF_CACHE", str(cache))
+    (cache / CHOICE_FILE).unlink(missing_ok=True)
+    folder = tmp_path_factory.getbasetemp() / "auto_pair" / "passage_encoder"
+    if not folder.exists():
+        tiny_passage_encoder.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+    return folder
+
+
+def _entries(cache) -> dict:
+    return json.loads((cache / CHOICE_FILE).read_text())["choices"]
+
+
+def _min_cosine(got, want) -> float:
+    got, want = torch.as_tensor(np.asarray(got)), torch.as_tensor(np.asarray(want))
+    return torch.nn.functional.cosine_similarity(got, want).min().item()
+
+
+def test_auto_picks_a_guarded_backend_and_caches_it(encoder_dir, cache, tokenizer):
+    candidates = available_candidates()
+    assert ("onnx", "fp32") in candidates and (
+        "openvino",
+        "fp32",
+    ) in candidates  # the test extras install them
+    choice = choose_backend(encoder_dir, "passage")
+    assert choice.measured and str(cache / CHOICE_FILE) in choice.reason
+    (entry,) = _entries(cache).values()
+    assert (entry["backend"], entry["precision"]) == (choice.backend, choice.precision)
+    assert entry["key"]["threads"] == torch.get_num_threads() and entry["key"]["encoder"]["hidden_size"] == 32
+    measurements = entry["measurements"]
+    assert set(measurements) == {f"{backend} {precision}" for backend, precision in candidates}
+    chosen = measurements[f"{choice.backend} {choice.precision}"]
+    assert chosen["cosine"] >= GUARD_COSINE and "rejected" not in chosen
+    if (choice.backend, choice.precision) != ("torch", "fp32"):
+        assert measurements["torch fp32"]["seconds"] / chosen["seconds"] >= MIN_SPEEDUP
+
+    # What auto loads encodes within the guard of torch fp32 on texts it was not measured on.
+    model, precision = load_encoder(encoder_dir, "passage", backend="auto")
+    got = encode_passages(model, tokenizer, PASSAGES, precision=precision, show_progress=False)["embeddings"]
+    reference, _ = load_encoder(encoder_dir, "passage", backend="torch")
+    want = encode_passages(reference, tokenizer, PASSAGES, show_progress=False)["embeddings"]
+    assert _min_cosine(got, want) >= GUARD_COSINE
+
+    # A second run reads the file: no timing, the file untouched.
+    before = (cache / CHOICE_FILE).stat().st_mtime_ns
+    again = choose_backend(encoder_dir, "passage")
+    assert not again.measured and (again.backend, again.precision) == (choice.backend, choice.precision)
+    assert (cache / CHOICE_FILE).stat().st_mtime_ns == before and len(_entries(cache)) == 1
+
+
+def test_a_changed_key_measures_again_beside_the_first_choice(encoder_dir, cache):
+    choose_backend(encoder_dir, "passage", TORCH_ONLY)
+    assert choose_backend(encoder_dir, "passage", TORCH_ONLY, min_cosine=0.9999).measured
+    assert sorted(entry["key"]["min_cosine"] for entry in _entries(cache).values()) == [0.999, 0.9999]
+    assert not choose_backend(encoder_dir, "passage", TORCH_ONLY).measured
+
+
+def test_without_onnx_or_openvino_auto_stays_on_torch(encoder_dir, cache):
+    choice = choose_backend(encoder_dir, "passage", TORCH_ONLY)
+    assert choice.backend == "torch" and choice.measured
+    only = choose_backend(encoder_dir, "passage", [("torch", "fp32")])
+    assert (only.backend, only.precision, only.measured) == ("torch", "fp32", False)
+
+
+def test_rejected_candidates_are_reported_and_never_chosen(encoder_dir, cache):
+    """int8 loses more than a strict guard allows (on this tiny model it passes 0.999); a precision a backend
+    lacks cannot run."""
+    candidates = [("torch", "fp32"), ("onnx", "int8"), ("openvino", "bf16")]
+    choice = choose_backend(encoder_dir, "passage", candidates, min_cosine=0.99999)
+    assert (choice.backend, choice.precision) == ("torch", "fp32")
+    measurements = next(iter(_entries(cache).values()))["measurements"]
+    assert measurements["onnx int8"]["cosine"] < 0.99999
+    assert measurements["onnx int8"]["rejected"].startswith("cosine")
+    assert "not offered by the openvino backend" in measurements["openvino bf16"]["rejected"]
+    assert "onnx int8 rejected: cosine" in choice.reason and "openvino bf16 rejected" in choice.reason
+
+
+@pytest.mark.parametrize(
+    "content", ["{not json", json.dumps({"version": 1, "choices": []}), json.dumps(["a list"])]
+)
+def test_a_corrupt_cache_is_moved_aside_and_measured_again(encoder_dir, cache, caplog, content):
+    (cache / CHOICE_FILE).write_text(content)
+    with caplog.at_level(logging.WARNING):
+        choice = choose_backend(encoder_dir, "passage", TORCH_ONLY)
+    assert choice.measured and "is not a backend choice cache" in caplog.text
+    assert (cache / f"{CHOICE_FILE}.corrupt").read_text() == content  # nothing lost
+    assert len(_entries(cache)) == 1
+
+
+def test_a_cached_entry_naming_no_backend_is_measured_again(encoder_dir, cache):
+    choose_backend(encoder_dir, "passage", TORCH_ONLY)
+    content = json.loads((cache / CHOICE_FILE).read_text())
+    (entry,) = content["choices"].values()
+    entry["backend"] = "cuda"
+    (cache / CHOICE_FILE).write_text(json.dumps(content))
+    choice = choose_backend(encoder_dir, "passage", TORCH_ONLY)
+    assert choice.measured and choice.backend == "torch"
+    assert next(iter(_entries(cache).values()))["backend"] == "torch"
+
+
+def test_an_explicit_precision_under_auto_is_not_timed(encoder_dir, cache):
+    model, precision = load_encoder(encoder_dir, "passage", backend="auto", precision="bf32")
+    assert precision == "bf32" and model.__class__.__name__ == "PassageEncoder"
+    model, precision = load_encoder(encoder_dir, "passage", backend="auto", precision="int8")
+    assert precision is None and model.quantized
+    assert not (cache / CHOICE_FILE).exists()
+
+
+def test_encode_uses_auto_by_default_and_an_explicit_backend_wins(
+    encoder_dir, cache, tmp_path, monkeypatch, caplog
+):
+    passages = tmp_path / "passages.jsonl"
+    passages.write_text("".join(json.dumps(p) + "\n" for p in PASSAGES))
+    argv = ["encode", "--passage-encoder", str(encoder_dir.parent), "--passages", str(passages), "--output"]
+
+    assert main([*argv, str(tmp_path / "torch"), "--backend", "torch"]) == 0
+    assert not (cache / CHOICE_FILE).exists()  # explicit: nothing measured
+    monkeypatch.setenv("DPR_HF_BACKEND", "onnx")  # the flag beats the environment too
+    assert main([*argv, str(tmp_path / "torch2"), "--backend", "torch"]) == 0
+    assert not (cache / CHOICE_FILE).exists()
+
+    monkeypatch.delenv("DPR_HF_BACKEND")
+    with caplog.at_level(logging.WARNING):
+        assert main([*argv, str(tmp_path / "auto")]) == 0
+    (line,) = [record.getMessage() for record in caplog.records if "backend auto:" in record.getMessage()]
+    (entry,) = _entries(cache).values()
+    assert line.startswith(f"backend auto: {entry['backend']} {entry['precision']} (")
+    want = load_from_disk(str(tmp_path / "torch"))["embeddings"]
+    assert _min_cosine(load_from_disk(str(tmp_path / "auto"))["embeddings"], want) >= GUARD_COSINE
+    assert load_from_disk(str(tmp_path / "torch2"))["embeddings"] == want
+
+
+def test_a_bad_backend_in_the_environment_is_a_usage_error(encoder_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DPR_HF_BACKEND", "tpu")
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            [
+                "encode",
+                "--passage-encoder",
+                str(encoder_dir),
+                "--passages",
+                "x",
+                "--output",
+                str(tmp_path / "o"),
+            ]
+        )
+    assert exit_info.value.code == 2 and "'tpu' is not one of auto, torch" in capsys.readouterr().err
+
+
+def test_a_system_takes_no_auto_backend(tmp_path):
+    """The cosine guard vouches for embeddings, not for a reader's answers: systems name their backend."""
+    with pytest.raises(ValueError, match="system's backend must be one of"):
+        load_system(tmp_path, backend="auto")
