@@ -41,13 +41,9 @@ def base_model_dir() -> str:
 
 
 def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+    from dpr_hf.export.auto import cpu_name
+
+    return cpu_name()
 
 
 def machine() -> str:
