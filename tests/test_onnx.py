@@ -236,3 +236,23 @@ def _rounded(value):
     if isinstance(value, list):
         return [_rounded(v) for v in value]
     return value
+
+
+def test_towers_with_the_same_weights_get_their_own_exports(tiny_question_encoder, tmp_path, monkeypatch):
+    """A pair made from one base model holds the same weights in both towers (the quickstart's zero-shot pair):
+    each tower still gets its own export, so the passage tower is not served by the question tower's."""
+    from dpr_hf import PassageEncoder, PassageEncoderConfig
+    from dpr_hf.export.backends import load_encoder, onnx_export_of
+
+    monkeypatch.setenv("DPR_HF_CACHE", str(tmp_path / "cache"))
+    passage = PassageEncoder(PassageEncoderConfig(encoder=tiny_question_encoder.config.encoder)).eval()
+    passage.load_state_dict(tiny_question_encoder.state_dict())
+    tiny_question_encoder.save_pretrained(tmp_path / "pair" / "question_encoder")
+    passage.save_pretrained(tmp_path / "pair" / "passage_encoder")
+    folders = {
+        role: onnx_export_of(tmp_path / "pair" / f"{role}_encoder") for role in ("question", "passage")
+    }
+    assert folders["question"] != folders["passage"]
+    for role in ("question", "passage"):
+        model, _ = load_encoder(tmp_path / "pair", role, backend="onnx")
+        assert model.config.role == role

@@ -6,6 +6,7 @@ Every backend's model is called the same way (`model(**inputs).pooler_output`), 
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -42,7 +43,10 @@ def onnx_export_of(model_dir: str | os.PathLike, quantized: bool = False) -> Pat
     model_dir = Path(model_dir)
     if (model_dir / INFO_FILE).is_file():
         return model_dir
-    folder = onnx_cache_dir() / pretrained_fingerprint(model_dir).split(":")[-1][:32]
+    # Two towers may hold the same weights (a pair made from one base model): the model type (question /
+    # passage encoder, reader) is part of the key, or one tower's export would stand in for the other.
+    model_type = json.loads((model_dir / "config.json").read_text()).get("model_type", "model")
+    folder = onnx_cache_dir() / f"{pretrained_fingerprint(model_dir).split(':')[-1][:32]}-{model_type}"
     if not (folder / (INT8_FILE if quantized else ONNX_FILE)).is_file():
         export_onnx(model_dir, folder, quantize=quantized, overwrite=True)
     return folder
