@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 
+import faiss
 import numpy as np
 import pytest
 from datasets import Dataset
@@ -49,6 +50,8 @@ def test_on_disk_ivf_answers_like_the_in_memory_one_after_save_move_and_load(dat
     (tmp_path / "saved").rename(tmp_path / "moved")  # index.faiss still names the old path
     loaded = PassageIndex.load(tmp_path / "moved")
     assert loaded.factory == "IVF128,SQ8,OnDisk" and len(loaded) == N
+    # Mapped read-only: FAISS's default (read-write) fails on a read-only folder or mount.
+    assert faiss.downcast_InvertedLists(faiss.extract_index_ivf(loaded.faiss_index).invlists).read_only
     plan = estimate("IVF128,SQ8,OnDisk", N, DIM)
     assert os.path.getsize(tmp_path / "moved" / DATA_FILE) == plan.data_bytes == (DIM + 8) * N
     assert os.path.getsize(tmp_path / "moved" / INDEX_FILE) < plan.data_bytes / 10  # centroids and list table

@@ -461,7 +461,9 @@ class PassageIndex:
             raise MismatchError(
                 f"{path}: the manifest's factory keeps its inverted lists in {DATA_FILE}, missing"
             )
-        index = faiss.read_index(os.path.abspath(path / INDEX_FILE), faiss.IO_FLAG_ONDISK_SAME_DIR)
+        # Read-only: FAISS otherwise maps the lists for writing, which fails on a read-only folder or mount.
+        flags = faiss.IO_FLAG_ONDISK_SAME_DIR | faiss.IO_FLAG_READ_ONLY
+        index = faiss.read_index(os.path.abspath(path / INDEX_FILE), flags)
         lists = _on_disk_lists(index)
         if lists is None:
             raise MismatchError(
