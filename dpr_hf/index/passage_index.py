@@ -13,7 +13,7 @@ import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import faiss
 import numpy as np
@@ -97,12 +97,16 @@ def _attach(dataset: Dataset, index: faiss.Index) -> None:
     dataset._indexes[EMBEDDINGS_COLUMN] = FaissIndex(custom_index=index)
 
 
-def _link_or_copy(source: Path, target: Path) -> None:
-    """A hard link when both are on one filesystem (no second copy of a data file that may be tens of GB)."""
+def _link_or_copy(data_file: BinaryIO, target: Path) -> None:
+    """Save the open data file at `target`: a hard link to it wherever it is now (Linux's /proc/self/fd), so a
+    file of tens of GB is not copied; a copy across filesystems, or when its last name is gone (a folder it was
+    saved in has been renamed into another save, or deleted)."""
     try:
-        os.link(source, target)
+        os.link(f"/proc/self/fd/{data_file.fileno()}", target)
     except OSError:
-        shutil.copyfile(source, target)
+        data_file.seek(0)
+        with open(target, "wb") as out:
+            shutil.copyfileobj(data_file, out, 16 * 2**20)
 
 
 def _default_search_parameters(factory: str) -> dict[str, int]:
@@ -128,6 +132,8 @@ class PassageIndex:
             )
         self.dataset = dataset
         self.manifest = manifest
+        # An on-disk index's data file, held open so that `save` finds it even after its folder moved.
+        self._data_file: BinaryIO | None = None
         self._build_data_file: Path | None = None  # an on-disk build's data file, until `save` takes it over
         # Rows are read from a view without the index: datasets refuses most operations on an indexed dataset, and
         # `select_columns` deep-copies the dataset, FAISS index included (a second copy of every vector).
@@ -234,7 +240,9 @@ class PassageIndex:
             "search_parameters": search_parameters or _default_search_parameters(factory),
         }
         built = cls(dataset, manifest)
-        built._build_data_file = Path(on_disk_dir) / DATA_FILE if on_disk else None
+        if on_disk:
+            built._build_data_file = Path(on_disk_dir) / DATA_FILE
+            built._data_file = open(built._build_data_file, "rb")  # noqa: SIM115 (open as long as the index)
         return built
 
     @classmethod
@@ -348,16 +356,15 @@ class PassageIndex:
                 "folder; add an 'id' column (or save with keep_embeddings=True)"
             )
         path = Path(path)
-        lists = _on_disk_lists(self.faiss_index)
         with staged_folder(path, staging=path.with_name(path.name + ".tmp")) as tmp:
             # datasets refuses save_to_disk on a dataset with an index attached: save a copy without it.
             (_unindexed_copy(self.dataset) if keep_embeddings else self._passages).save_to_disk(
                 str(tmp / PASSAGES_DIR)
             )
-            if lists is None:
+            if self._data_file is None:
                 self.dataset.save_faiss_index(EMBEDDINGS_COLUMN, str(tmp / INDEX_FILE))
             else:  # index.faiss records the data file's path; `load` looks for it beside index.faiss instead
-                _link_or_copy(Path(lists.filename), tmp / DATA_FILE)
+                _link_or_copy(self._data_file, tmp / DATA_FILE)
                 faiss.write_index(self.faiss_index, str(tmp / INDEX_FILE))
             manifest = {
                 **self.manifest,
@@ -365,12 +372,11 @@ class PassageIndex:
                 "embeddings_kept": keep_embeddings,
             }
             (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
-        if lists is not None:
-            # The lists stay mapped from the same inode; from now on they are the saved folder's file.
-            lists.filename = str((path / DATA_FILE).absolute())
-            if self._build_data_file is not None:  # the build's copy is no longer needed
-                self._build_data_file.unlink(missing_ok=True)
-                self._build_data_file = None
+        if (
+            self._build_data_file is not None
+        ):  # the saved folder has the data now: drop the build's name for it
+            self._build_data_file.unlink(missing_ok=True)
+            self._build_data_file = None
 
     @classmethod
     def load(
@@ -414,8 +420,9 @@ class PassageIndex:
             raise MismatchError(
                 f"{path}: {PASSAGES_DIR}/ holds {_embedding_dim(dataset)}-dim embeddings, the manifest says {dim}"
             )
+        data_file = None
         if split_on_disk(factory)[1]:
-            cls._load_on_disk(path, dataset, device)
+            data_file = cls._load_on_disk(path, dataset, device)
         else:
             try:
                 dataset.load_faiss_index(EMBEDDINGS_COLUMN, str(path / INDEX_FILE), device=device)
@@ -444,10 +451,12 @@ class PassageIndex:
             cls._check_fingerprint(
                 path, manifest, encoder_fingerprint(passage_encoder), passage_encoder.name_or_path
             )
-        return cls(dataset, manifest)
+        loaded = cls(dataset, manifest)
+        loaded._data_file = data_file
+        return loaded
 
     @staticmethod
-    def _load_on_disk(path: Path, dataset: Dataset, device: int | None) -> None:
+    def _load_on_disk(path: Path, dataset: Dataset, device: int | None) -> BinaryIO:
         """Read an on-disk IVF and map its lists from `index.ivfdata` beside it, wherever the folder now is.
 
         index.faiss holds the data file's absolute path at save time; FAISS's IO_FLAG_ONDISK_SAME_DIR keeps only
@@ -479,6 +488,7 @@ class PassageIndex:
                 f"{path}: {INDEX_FILE} holds {index.ntotal} vectors, {PASSAGES_DIR}/ has {len(dataset)} passages"
             )
         _attach(dataset, index)
+        return open(data, "rb")  # noqa: SIM115 (open as long as the index)
 
     @staticmethod
     def _check_question_encoder(path: Path, manifest: dict, question_encoder: PreTrainedModel) -> None:
