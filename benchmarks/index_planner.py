@@ -7,6 +7,7 @@ each, the planner's estimate (its time constants come from such a run: measured 
 queries held out from the same clusters; passages carry ~600 bytes of text like DPR's 100-word passages.
 
     python benchmarks/index_planner.py [--num-vectors 100000] [--dim 384]
+    python benchmarks/index_planner.py --families IVF-SQ8-OnDisk IVF-PQ-OnDisk   # lists in index.ivfdata
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ import pyarrow as pa
 from datasets import Dataset
 from index_scaling import synthetic_vectors
 
-from dpr_hf.index.passage_index import INDEX_FILE, PASSAGES_DIR, PassageIndex
-from dpr_hf.index.planner import FAMILIES, estimate, factory_for
+from dpr_hf.index.passage_index import DATA_FILE, INDEX_FILE, PASSAGES_DIR, PassageIndex
+from dpr_hf.index.planner import FAMILIES, ON_DISK_FAMILIES, estimate, factory_for, split_on_disk
 
 WORDS = "the of and in to a was he for on is as by with his at from that it an were which are".split()
 
@@ -67,7 +68,9 @@ def main() -> None:
     parser.add_argument("--num-vectors", type=int, default=100_000)
     parser.add_argument("--dim", type=int, default=384)
     parser.add_argument("--num-queries", type=int, default=200)
-    parser.add_argument("--families", nargs="+", default=list(FAMILIES))
+    parser.add_argument(
+        "--families", nargs="+", default=list(FAMILIES), choices=[*FAMILIES, *ON_DISK_FAMILIES]
+    )
     parser.add_argument("--output", type=Path, default=Path("runs/index_planner/results.json"))
     args = parser.parse_args()
     n, dim = args.num_vectors, args.dim
@@ -91,7 +94,8 @@ def main() -> None:
 
             threading.Thread(target=sample, daemon=True).start()
             started = time.perf_counter()
-            index = PassageIndex.build(dataset, factory=factory)
+            on_disk_dir = work / "ondisk-build" if split_on_disk(factory)[1] else None
+            index = PassageIndex.build(dataset, factory=factory, on_disk_dir=on_disk_dir)
             build_s = time.perf_counter() - started
             done.set()
             _, found = index.search_rows(queries, 100)
@@ -107,6 +111,10 @@ def main() -> None:
                 "planned_build_ram_mb": round(planned.build_ram_bytes / 2**20, 1),
                 "index_bytes_per_passage": round(os.path.getsize(work / "once" / INDEX_FILE) / n, 1),
                 "planned_index_bytes_per_passage": round(planned.index_bytes / n, 1),
+                "data_bytes_per_passage": round(
+                    os.path.getsize(work / "once" / DATA_FILE) / n if on_disk_dir else 0.0, 1
+                ),
+                "planned_data_bytes_per_passage": round(planned.data_bytes / n, 1),
                 "passages_bytes_per_passage": round(_folder_bytes(work / "once" / PASSAGES_DIR) / n, 1),
                 "folder_bytes_per_passage": round(_folder_bytes(work / "once") / n, 1),
                 "folder_bytes_per_passage_keep_embeddings": round(_folder_bytes(work / "kept") / n, 1),

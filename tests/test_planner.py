@@ -48,7 +48,9 @@ def test_plan_picks_the_most_accurate_index_that_fits():
     small = plan_index(21_015_324, 768, 16 * gb)
     assert small.factory == "IVF16384,PQ96" and small.ram_bytes <= 16 * gb
     assert small.index_bytes < 3 * gb and small.build_ram_bytes > small.search_ram_bytes
-    with pytest.raises(PlanError, match="the smallest, IVF16384,PQ96, needs 7.33 GB"):
+    with pytest.raises(
+        PlanError, match="even with its lists on disk: the smallest, IVF16384,PQ96,OnDisk, needs 5.16 GB"
+    ):
         plan_index(21_015_324, 768, 1 * gb)
 
 

@@ -3,14 +3,18 @@
 `dpr-hf build-index --embeddings DIR --output DIR [--factory Flat|HNSW32|IVF4096,PQ64|IVF4096,SQ8 ...]
 [--memory-budget 16GB] [--keep-embeddings]`: with `--memory-budget` the planner picks the factory for the corpus
 size and dimension (`--factory` still wins); the expected RAM, disk, build time and recall are printed first.
+An on-disk IVF (`IVF4096,SQ8,OnDisk`, or the planner's pick when nothing fits in RAM) is built in
+`<output>.ondisk-build/` beside the output, whose data file then moves into the index folder.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+from pathlib import Path
 
-from ..index.planner import PlanError, parse_size
+from ..index.planner import PlanError, parse_size, split_on_disk
 
 
 def _size(text: str) -> int:
@@ -25,13 +29,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True, help="index folder to write")
     parser.add_argument(
         "--factory",
-        help="FAISS index factory string (default: Flat = exact search, or the planner's pick with --memory-budget)",
+        help="FAISS index factory string, an IVF one + ',OnDisk' to keep its lists in a memory-mapped file "
+        "(default: Flat = exact search, or the planner's pick with --memory-budget)",
     )
     parser.add_argument(
         "--memory-budget",
         type=_size,
         help="RAM the index may use to build and search, e.g. 16GB or 16GiB: picks Flat / HNSW32 / IVF-SQ8 / "
-        "IVF-PQ to fit, or refuses before building when none fits",
+        "IVF-PQ to fit, then IVF-SQ8 / IVF-PQ with their lists on disk, or refuses before building when none fits",
     )
     parser.add_argument(
         "--train-size", type=int, help="random vectors to train IVF/PQ/SQ on (all up to 100K, or 50 per list)"
@@ -65,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
     factory = factory or "Flat"
     if family_of(factory) is not None:
         print(estimate(factory, len(dataset), dim).describe(), flush=True)
+    output = Path(args.output)
+    on_disk_dir = output.with_name(output.name + ".ondisk-build") if split_on_disk(factory)[1] else None
     index = PassageIndex.build(
         dataset,
         factory=factory,
@@ -73,7 +80,10 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         encoder_name=info.get("encoder_name"),
         encoder_fingerprint=info.get("encoder_fingerprint"),
+        on_disk_dir=on_disk_dir,
     )
-    index.save(args.output, keep_embeddings=args.keep_embeddings)
+    index.save(output, keep_embeddings=args.keep_embeddings)
+    if on_disk_dir is not None:  # save took its data file
+        shutil.rmtree(on_disk_dir)
     print(f"indexed {len(index)} passages ({index.embedding_dim} dims, {index.factory}) into {args.output}")
     return 0

@@ -3,19 +3,23 @@
 `PassageIndex` wraps `Dataset.add_faiss_index` (inner product, as DPR scores) and saves one folder whose manifest lets `load` refuse an
 index that does not belong to the encoder or the passages it is used with. The folder stores each vector once, in
 `index.faiss`: the float32 `embeddings` column stays out of `passages/` unless asked for (`keep_embeddings`).
+An IVF factory with the `,OnDisk` suffix keeps its inverted lists in `index.ivfdata` beside it, memory-mapped.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import faiss
 import numpy as np
 from datasets import Dataset, load_from_disk
+from datasets.search import FaissIndex
+from faiss.contrib.ondisk import merge_ondisk
 from transformers import PreTrainedModel
 from transformers.utils import logging
 
@@ -24,11 +28,13 @@ from ..encoding import EMBEDDINGS_COLUMN, load_embeddings
 from ..models.errors import MismatchError
 from ..models.fingerprints import encoder_fingerprint, pretrained_fingerprint
 from ..models.pair import partner_passage_encoder_dir
+from .planner import ON_DISK_SHARD, split_on_disk
 
 logger = logging.get_logger(__name__)
 
 MANIFEST_FILE = "manifest.json"
 INDEX_FILE = "index.faiss"
+DATA_FILE = "index.ivfdata"  # an on-disk IVF's inverted lists; index.faiss records its path (see `load`)
 PASSAGES_DIR = "passages"
 # 2: `passages/` holds the embeddings column only when the manifest's "embeddings_kept" says so (1: always).
 MANIFEST_VERSION = 2
@@ -79,6 +85,30 @@ def _reserve_flat_codes(index: faiss.Index, count: int) -> None:
         concrete.codes.resize(0)  # a std::vector keeps its capacity when shrunk: later adds fill it in place
 
 
+def _on_disk_lists(index: faiss.Index) -> faiss.OnDiskInvertedLists | None:
+    """The on-disk inverted lists of an IVF index, None for an index held in RAM (a view: `index` owns them)."""
+    ivf = faiss.try_extract_index_ivf(index)
+    lists = faiss.downcast_InvertedLists(ivf.invlists) if ivf is not None else None
+    return lists if isinstance(lists, faiss.OnDiskInvertedLists) else None
+
+
+def _attach(dataset: Dataset, index: faiss.Index) -> None:
+    """Attach an index that already holds the dataset's vectors (`add_faiss_index` would add them again)."""
+    dataset._indexes[EMBEDDINGS_COLUMN] = FaissIndex(custom_index=index)
+
+
+def _link_or_copy(data_file: BinaryIO, target: Path) -> None:
+    """Save the open data file at `target`: a hard link to it wherever it is now (Linux's /proc/self/fd), so a
+    file of tens of GB is not copied; a copy across filesystems, or when its last name is gone (a folder it was
+    saved in has been renamed into another save, or deleted)."""
+    try:
+        os.link(f"/proc/self/fd/{data_file.fileno()}", target)
+    except OSError:
+        data_file.seek(0)
+        with open(target, "wb") as out:
+            shutil.copyfileobj(data_file, out, 16 * 2**20)
+
+
 def _default_search_parameters(factory: str) -> dict[str, int]:
     parameters = {}
     for family, family_parameters in DEFAULT_SEARCH_PARAMETERS.items():
@@ -102,6 +132,9 @@ class PassageIndex:
             )
         self.dataset = dataset
         self.manifest = manifest
+        # An on-disk index's data file, held open so that `save` finds it even after its folder moved.
+        self._data_file: BinaryIO | None = None
+        self._build_data_file: Path | None = None  # an on-disk build's data file, until `save` takes it over
         # Rows are read from a view without the index: datasets refuses most operations on an indexed dataset, and
         # `select_columns` deep-copies the dataset, FAISS index included (a second copy of every vector).
         self._passages = _unindexed_copy(dataset).select_columns(
@@ -141,11 +174,13 @@ class PassageIndex:
         encoder_fingerprint: str | None = None,
         search_parameters: dict[str, int] | None = None,
         batch_size: int | None = None,
+        on_disk_dir: str | os.PathLike | None = None,
     ) -> PassageIndex:
         """Index `dataset.embeddings` with the FAISS `factory` string and the inner product.
 
         Args:
-            factory: "Flat" (exact), "HNSW32", "IVF4096,PQ64", "IVF4096,SQ8", ... (FAISS index factory).
+            factory: "Flat" (exact), "HNSW32", "IVF4096,PQ64", "IVF4096,SQ8", ... (FAISS index factory); an IVF
+                factory + ",OnDisk" (e.g. "IVF4096,SQ8,OnDisk") keeps the inverted lists in a memory-mapped file.
             train_size: vectors to train IVF/PQ/SQ indexes on, drawn at random with `seed` (datasets' own
                 `train_size` takes the first rows, a biased sample for a corpus sorted by article).
                 Default: all up to 100K, or 50 per IVF list if more.
@@ -155,12 +190,23 @@ class PassageIndex:
             batch_size: vectors per FAISS `add` call. Default 10K; for HNSW all of them in one call, as raw FAISS
                 users do: FAISS builds a worse HNSW graph from several adds (recall@100 at 1M x 384: 0.875 from one
                 add, 0.853 from 100K adds, 0.844 from 10K adds), at the cost of one transient copy of the vectors.
+            on_disk_dir: for an ",OnDisk" factory, the folder (on a disk with room for twice the lists) that
+                receives the shard files and the merged `index.ivfdata`; `save` then links or copies the data file
+                into the index folder. Required: a default temporary folder may be RAM (tmpfs).
         """
         if EMBEDDINGS_COLUMN not in dataset.column_names:
             raise MismatchError(f"the dataset has no {EMBEDDINGS_COLUMN!r} column: encode it first")
         dataset = _unindexed_copy(dataset)
         dim = _embedding_dim(dataset)
-        index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+        faiss_factory, on_disk = split_on_disk(factory)
+        index = faiss.index_factory(dim, faiss_factory, faiss.METRIC_INNER_PRODUCT)
+        if on_disk and faiss.try_extract_index_ivf(index) is None:
+            raise ValueError(f"{factory!r}: only IVF indexes keep their inverted lists on disk")
+        if on_disk and on_disk_dir is None:
+            raise ValueError(
+                f"{factory!r} writes its inverted lists to disk: pass on_disk_dir, a folder on a disk with room "
+                "for twice the lists (`dpr-hf build-index` puts it beside --output)"
+            )
         if batch_size is None:
             batch_size = len(dataset) if isinstance(faiss.downcast_index(index), faiss.IndexHNSW) else 10_000
         if index.is_trained and device is not None:  # built on the GPU by datasets
@@ -177,8 +223,11 @@ class PassageIndex:
                 train_size = 0
             else:
                 index, train_size = cls._train(index, dataset, train_size, seed, device)
-            _reserve_flat_codes(index, len(dataset))
-            dataset.add_faiss_index(column=EMBEDDINGS_COLUMN, custom_index=index, batch_size=batch_size)
+            if on_disk:
+                _attach(dataset, cls._add_on_disk(index, dataset, Path(on_disk_dir), batch_size))
+            else:
+                _reserve_flat_codes(index, len(dataset))
+                dataset.add_faiss_index(column=EMBEDDINGS_COLUMN, custom_index=index, batch_size=batch_size)
         manifest = {
             "format_version": MANIFEST_VERSION,
             "embedding_dim": dim,
@@ -190,7 +239,11 @@ class PassageIndex:
             "train_size": train_size,
             "search_parameters": search_parameters or _default_search_parameters(factory),
         }
-        return cls(dataset, manifest)
+        built = cls(dataset, manifest)
+        if on_disk:
+            built._build_data_file = Path(on_disk_dir) / DATA_FILE
+            built._data_file = open(built._build_data_file, "rb")  # noqa: SIM115 (open as long as the index)
+        return built
 
     @classmethod
     def from_embeddings(cls, path: str | os.PathLike, factory: str = "Flat", **kwargs) -> PassageIndex:
@@ -199,6 +252,35 @@ class PassageIndex:
         kwargs.setdefault("encoder_name", info.get("encoder_name"))
         kwargs.setdefault("encoder_fingerprint", info.get("encoder_fingerprint"))
         return cls.build(dataset, factory=factory, **kwargs)
+
+    @staticmethod
+    def _add_on_disk(index: faiss.Index, dataset: Dataset, folder: Path, batch_size: int) -> faiss.Index:
+        """Fill the trained, empty IVF `index` with on-disk lists: FAISS's recipe (`merge_ondisk`). Each shard of
+        ON_DISK_SHARD vectors is added to a copy of the trained index in RAM and written out; the memory-mapped
+        shards are then merged list by list into `folder/index.ivfdata`, sized exactly (adding to on-disk lists
+        directly would grow them by doubling and relocating). Ids are the global row numbers, given per shard
+        (`merge_ondisk`'s shift_ids offsets the last shard wrongly when shards differ in size, faiss 1.15)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        shards = folder / "shards"
+        shutil.rmtree(shards, ignore_errors=True)
+        shards.mkdir()
+        (folder / DATA_FILE).unlink(missing_ok=True)
+        vectors = dataset.with_format("numpy", columns=[EMBEDDINGS_COLUMN])
+        names = []
+        for start in range(0, len(dataset), ON_DISK_SHARD):
+            shard = faiss.clone_index(index)
+            stop = min(start + ON_DISK_SHARD, len(dataset))
+            for batch in range(start, stop, batch_size):
+                end = min(batch + batch_size, stop)
+                rows = np.ascontiguousarray(vectors[batch:end][EMBEDDINGS_COLUMN], dtype=np.float32)
+                shard.add_with_ids(rows, np.arange(batch, end, dtype=np.int64))
+            names.append(str(shards / f"{start:012d}.faiss"))
+            faiss.write_index(shard, names[-1])
+            del shard
+        logger.info(f"merging {len(names)} shards into {folder / DATA_FILE}")
+        merge_ondisk(index, names, str((folder / DATA_FILE).absolute()))
+        shutil.rmtree(shards)
+        return index
 
     @staticmethod
     def _train(
@@ -279,13 +361,22 @@ class PassageIndex:
             (_unindexed_copy(self.dataset) if keep_embeddings else self._passages).save_to_disk(
                 str(tmp / PASSAGES_DIR)
             )
-            self.dataset.save_faiss_index(EMBEDDINGS_COLUMN, str(tmp / INDEX_FILE))
+            if self._data_file is None:
+                self.dataset.save_faiss_index(EMBEDDINGS_COLUMN, str(tmp / INDEX_FILE))
+            else:  # index.faiss records the data file's path; `load` looks for it beside index.faiss instead
+                _link_or_copy(self._data_file, tmp / DATA_FILE)
+                faiss.write_index(self.faiss_index, str(tmp / INDEX_FILE))
             manifest = {
                 **self.manifest,
                 "format_version": MANIFEST_VERSION,
                 "embeddings_kept": keep_embeddings,
             }
             (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+        if (
+            self._build_data_file is not None
+        ):  # the saved folder has the data now: drop the build's name for it
+            self._build_data_file.unlink(missing_ok=True)
+            self._build_data_file = None
 
     @classmethod
     def load(
@@ -329,10 +420,16 @@ class PassageIndex:
             raise MismatchError(
                 f"{path}: {PASSAGES_DIR}/ holds {_embedding_dim(dataset)}-dim embeddings, the manifest says {dim}"
             )
-        try:
-            dataset.load_faiss_index(EMBEDDINGS_COLUMN, str(path / INDEX_FILE), device=device)
-        except ValueError as error:  # datasets' row-count check
-            raise MismatchError(f"{path}: {INDEX_FILE} does not fit the {count} passages: {error}") from error
+        data_file = None
+        if split_on_disk(factory)[1]:
+            data_file = cls._load_on_disk(path, dataset, device)
+        else:
+            try:
+                dataset.load_faiss_index(EMBEDDINGS_COLUMN, str(path / INDEX_FILE), device=device)
+            except ValueError as error:  # datasets' row-count check
+                raise MismatchError(
+                    f"{path}: {INDEX_FILE} does not fit the {count} passages: {error}"
+                ) from error
         index = dataset.get_index(EMBEDDINGS_COLUMN).faiss_index
         if index.d != dim:
             raise MismatchError(f"{path}: {INDEX_FILE} holds {index.d}-dim vectors, the manifest says {dim}")
@@ -340,7 +437,9 @@ class PassageIndex:
             raise MismatchError(
                 f"{path}: {INDEX_FILE} does not use the inner product (metric {index.metric_type})"
             )
-        expected = _index_family(faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT))
+        expected = _index_family(
+            faiss.index_factory(dim, split_on_disk(factory)[0], faiss.METRIC_INNER_PRODUCT)
+        )
         if device is None and _index_family(index) != expected:
             raise MismatchError(
                 f"{path}: {INDEX_FILE} is an {_index_family(index)} index, the manifest's factory {factory!r} "
@@ -352,7 +451,44 @@ class PassageIndex:
             cls._check_fingerprint(
                 path, manifest, encoder_fingerprint(passage_encoder), passage_encoder.name_or_path
             )
-        return cls(dataset, manifest)
+        loaded = cls(dataset, manifest)
+        loaded._data_file = data_file
+        return loaded
+
+    @staticmethod
+    def _load_on_disk(path: Path, dataset: Dataset, device: int | None) -> BinaryIO:
+        """Read an on-disk IVF and map its lists from `index.ivfdata` beside it, wherever the folder now is.
+
+        index.faiss holds the data file's absolute path at save time; FAISS's IO_FLAG_ONDISK_SAME_DIR keeps only
+        its name and looks in index.faiss's folder (taken without resolving links: in a Hub cache snapshot,
+        index.faiss links into blobs/, the data file's link sits beside it).
+        """
+        if device is not None:
+            raise ValueError(f"{path}: an on-disk index is searched on the CPU (its lists are memory-mapped)")
+        data = path / DATA_FILE
+        if not data.is_file():
+            raise MismatchError(
+                f"{path}: the manifest's factory keeps its inverted lists in {DATA_FILE}, missing"
+            )
+        # Read-only: FAISS otherwise maps the lists for writing, which fails on a read-only folder or mount.
+        flags = faiss.IO_FLAG_ONDISK_SAME_DIR | faiss.IO_FLAG_READ_ONLY
+        index = faiss.read_index(os.path.abspath(path / INDEX_FILE), flags)
+        lists = _on_disk_lists(index)
+        if lists is None:
+            raise MismatchError(
+                f"{path}: {INDEX_FILE} has no on-disk inverted lists, the manifest says it does"
+            )
+        if data.stat().st_size < lists.totsize:
+            raise MismatchError(
+                f"{path}: {DATA_FILE} has {data.stat().st_size} bytes, the lists in {INDEX_FILE} need "
+                f"{lists.totsize} (a truncated copy?)"
+            )
+        if index.ntotal != len(dataset):
+            raise MismatchError(
+                f"{path}: {INDEX_FILE} holds {index.ntotal} vectors, {PASSAGES_DIR}/ has {len(dataset)} passages"
+            )
+        _attach(dataset, index)
+        return open(data, "rb")  # noqa: SIM115 (open as long as the index)
 
     @staticmethod
     def _check_question_encoder(path: Path, manifest: dict, question_encoder: PreTrainedModel) -> None:

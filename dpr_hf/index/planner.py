@@ -4,6 +4,8 @@ RAM and disk come from FAISS's storage layout (bytes per vector per factory, exa
 build time from the work each build does (copying, graph insertion, k-means and list assignment), turned into
 seconds by constants measured at 100K vectors; recall@100 against exact (Flat) search is the figure measured
 there too (`benchmarks/index_planner.py`, see docs/indexing.md for the machine and the data).
+An IVF factory with the `,OnDisk` suffix keeps its inverted lists in a memory-mapped data file (`index.ivfdata`):
+RAM for the centroids and the list table only, the codes read from disk when a search touches their list.
 """
 
 from __future__ import annotations
@@ -32,6 +34,15 @@ SECONDS_PER_PQ_FLOP = 5.5e-10  # PQ codebook k-means and encoding: 8-dim sub-vec
 IVF_SAMPLE_COPIES = {"IVF-SQ8": 3, "IVF-PQ": 2}
 RECALL_AT_100 = {"Flat": 1.0, "HNSW": 0.989, "IVF-SQ8": 0.997, "IVF-PQ": 0.939}
 FAMILIES = ("Flat", "HNSW", "IVF-SQ8", "IVF-PQ")
+# On-disk IVF: the same index as its in-memory family (same search results), its lists in `index.ivfdata`.
+ON_DISK_SUFFIX = ",OnDisk"
+ON_DISK_FAMILIES = ("IVF-SQ8-OnDisk", "IVF-PQ-OnDisk")
+ON_DISK_SHARD = 100_000  # vectors per shard index built in RAM, written, then merged into the data file
+ON_DISK_LIST_BYTES = 24  # per list in index.faiss and in RAM: OnDiskOneList's size, capacity, offset
+# Data written and read back by an on-disk build (shard files written, read by the merge, data file written), at
+# an assumed 200 MB/s: not calibrated (a shared disk; a local SSD is faster).
+ON_DISK_IO_PASSES = 3
+DISK_BYTES_PER_SECOND = 200e6
 
 
 class PlanError(ValueError):
@@ -49,20 +60,31 @@ class IndexPlan:
     search_ram_bytes: int  # resident while serving: the FAISS index
     build_ram_bytes: int  # peak while building: the index plus training sample or transient copy
     index_bytes: int  # index.faiss on disk
-    disk_bytes: int  # the whole folder: index.faiss + passages/ (texts, no vectors)
+    disk_bytes: int  # the whole folder: index.faiss (+ index.ivfdata) + passages/ (texts, no vectors)
     build_seconds: float
     recall_at_100: float  # vs exact search, as measured at calibration
+    data_bytes: int = 0  # index.ivfdata of an on-disk IVF (its inverted lists), 0 for in-memory indexes
 
     @property
     def ram_bytes(self) -> int:
         return max(self.search_ram_bytes, self.build_ram_bytes)
 
     def describe(self) -> str:
+        search_ram = f"{_gb(self.search_ram_bytes)} to search"
+        files = f"{_gb(self.index_bytes)} index.faiss"
+        if self.data_bytes:
+            search_ram += " (+ page cache for the lists a search reads)"
+            files += f" + {_gb(self.data_bytes)} index.ivfdata"
         return (
             f"index plan for {self.num_passages:,} passages x {self.dim} dims: {self.factory}\n"
-            f"  RAM: {_gb(self.search_ram_bytes)} to search, {_gb(self.build_ram_bytes)} peak while building\n"
-            f"  disk: {_gb(self.disk_bytes)} ({_gb(self.index_bytes)} index.faiss + passages/ texts)\n"
-            f"  build time: ~{_duration(self.build_seconds)} (calibrated on the 2-core development box)\n"
+            f"  RAM: {search_ram}, {_gb(self.build_ram_bytes)} peak while building\n"
+            f"  disk: {_gb(self.disk_bytes)} ({files} + passages/ texts)"
+            + (
+                f"; the build writes {_gb(2 * self.data_bytes)} (shards, then the merged lists)\n"
+                if self.data_bytes
+                else "\n"
+            )
+            + f"  build time: ~{_duration(self.build_seconds)} (calibrated on the 2-core development box)\n"
             f"  recall@100 vs Flat: ~{self.recall_at_100:.2f} (measured at 100K synthetic vectors)"
         )
 
@@ -99,7 +121,16 @@ def pq_subquantizers(dim: int) -> int:
     return next(m for m in range(max(dim // 8, 1), 0, -1) if dim % m == 0)
 
 
+def split_on_disk(factory: str) -> tuple[str, bool]:
+    """('IVF1024,SQ8', True) for 'IVF1024,SQ8,OnDisk': the FAISS factory string, and whether its lists live on disk."""
+    if factory.endswith(ON_DISK_SUFFIX):
+        return factory[: -len(ON_DISK_SUFFIX)], True
+    return factory, False
+
+
 def factory_for(family: str, num_passages: int, dim: int) -> str:
+    if family.endswith("-OnDisk"):
+        return factory_for(family.removesuffix("-OnDisk"), num_passages, dim) + ON_DISK_SUFFIX
     if family == "Flat":
         return "Flat"
     if family == "HNSW":
@@ -110,6 +141,10 @@ def factory_for(family: str, num_passages: int, dim: int) -> str:
 
 def family_of(factory: str) -> str | None:
     """The planner's family of a factory string, None when it has no estimates for it."""
+    base, on_disk = split_on_disk(factory)
+    if on_disk:
+        family = family_of(base)
+        return f"{family}-OnDisk" if family in ("IVF-SQ8", "IVF-PQ") else None
     if factory == "Flat":
         return "Flat"
     if re.fullmatch(r"HNSW\d+(,Flat)?", factory):
@@ -136,6 +171,11 @@ def build_seconds(factory: str, num_passages: int, dim: int) -> float:
     """Expected build time: each family's work (copies, graph insertions, flops) times its measured rate."""
     n, d = num_passages, dim
     family = family_of(factory)
+    base, on_disk = split_on_disk(factory)
+    if on_disk and family is not None:  # the in-memory build's work, plus writing and merging the shards
+        return (
+            build_seconds(base, n, d) + ON_DISK_IO_PASSES * _list_bytes(factory, n, d) / DISK_BYTES_PER_SECOND
+        )
     if family == "Flat":
         return n * d * SECONDS_PER_FLAT_UNIT
     if family == "HNSW":
@@ -154,13 +194,22 @@ def build_seconds(factory: str, num_passages: int, dim: int) -> float:
     return seconds
 
 
+def _list_bytes(factory: str, num_passages: int, dim: int) -> int:
+    """An IVF index's inverted lists: each vector's code (SQ8: d bytes, PQ: m) and its 8-byte id."""
+    _, m = _factory_numbers(factory)
+    code = dim if family_of(factory).startswith("IVF-SQ8") else m
+    return (code + 8) * num_passages
+
+
 def estimate(factory: str, num_passages: int, dim: int, passage_bytes: int = PASSAGE_BYTES) -> IndexPlan:
     """Expected RAM, disk, build time and recall of building `factory` over `num_passages` x `dim` vectors."""
     family = family_of(factory)
     if family is None:
-        raise PlanError(f"no estimates for factory {factory!r} (known: Flat, HNSW<M>, IVF<n>,SQ8|PQ<m>)")
+        raise PlanError(
+            f"no estimates for factory {factory!r} (known: Flat, HNSW<M>, IVF<n>,SQ8|PQ<m> and those +{ON_DISK_SUFFIX})"
+        )
     n, d = num_passages, dim
-    vector = 4 * d
+    vector, data = 4 * d, 0
     if family == "Flat":
         index = vector * n
         build = index + 2 * ADD_BATCH * vector  # one batch as numpy and as FAISS's input copy
@@ -170,11 +219,22 @@ def estimate(factory: str, num_passages: int, dim: int, passage_bytes: int = PAS
         index = (vector + 2 * m * 4 + 16) * n
         build = index + vector * n  # all vectors handed over in one add: one transient numpy copy
     else:
-        nlist, m = _factory_numbers(factory)
-        code = d if family == "IVF-SQ8" else m
-        index = (code + 8) * n + vector * nlist + (2 * vector if family == "IVF-SQ8" else vector * 256)
-        sample = IVF_SAMPLE_COPIES[family] * vector * training_sample(n, nlist)
-        build = index + sample + 2 * ADD_BATCH * vector
+        base_family = family.removesuffix("-OnDisk")
+        nlist, _ = _factory_numbers(factory)
+        trained = vector * nlist + (
+            2 * vector if base_family == "IVF-SQ8" else vector * 256
+        )  # centroids, SQ/PQ
+        lists = _list_bytes(factory, n, d)
+        sample = IVF_SAMPLE_COPIES[base_family] * vector * training_sample(n, nlist)
+        if family.endswith("-OnDisk"):
+            # index.faiss: the trained parts and the list table; the lists go to index.ivfdata. The build holds
+            # one shard's index at a time (the merge copies memory-mapped files: page cache, not process RAM).
+            data = lists
+            index = trained + ON_DISK_LIST_BYTES * nlist
+            build = index + sample + lists * min(ON_DISK_SHARD, n) // n + 2 * ADD_BATCH * vector
+        else:
+            index = lists + trained
+            build = index + sample + 2 * ADD_BATCH * vector
     return IndexPlan(
         factory=factory,
         family=family,
@@ -183,9 +243,10 @@ def estimate(factory: str, num_passages: int, dim: int, passage_bytes: int = PAS
         search_ram_bytes=int(index),
         build_ram_bytes=int(build),
         index_bytes=int(index),
-        disk_bytes=int(index + passage_bytes * n),
+        disk_bytes=int(index + data + passage_bytes * n),
         build_seconds=float(build_seconds(factory, n, d)),
-        recall_at_100=RECALL_AT_100[family],
+        recall_at_100=RECALL_AT_100[family.removesuffix("-OnDisk")],
+        data_bytes=int(data),
     )
 
 
@@ -199,8 +260,9 @@ def plan_index(
     """The index to build for `num_passages` x `dim` vectors within `memory_budget_bytes` of RAM.
 
     The most accurate family whose build peak and search RAM both fit: Flat (exact) up to 1M passages, then
-    HNSW32 (fast approximate search; more RAM than Flat), Flat, IVF-SQ8, IVF-PQ. A `factory` given is kept
-    (it wins) and only checked against the budget. Raises `PlanError` when nothing fits.
+    HNSW32 (fast approximate search; more RAM than Flat), Flat, IVF-SQ8, IVF-PQ; when none fits in RAM, IVF-SQ8
+    then IVF-PQ with their lists on disk (`,OnDisk`). A `factory` given is kept (it wins) and only checked
+    against the budget. Raises `PlanError` when nothing fits, even on disk.
     """
     if num_passages <= 0 or dim <= 0:
         raise ValueError(f"need passages and dims > 0, got {num_passages} x {dim}")
@@ -213,13 +275,14 @@ def plan_index(
             )
         return plan
     order = ["Flat", "HNSW"] if num_passages <= FLAT_MAX_PASSAGES else ["HNSW", "Flat"]
-    order += ["IVF-SQ8", "IVF-PQ"] if num_passages >= 39 * 16 else []
+    order += ["IVF-SQ8", "IVF-PQ", *ON_DISK_FAMILIES] if num_passages >= 39 * 16 else []
     plans = [estimate(factory_for(f, num_passages, dim), num_passages, dim, passage_bytes) for f in order]
     for plan in plans:
         if plan.ram_bytes <= memory_budget_bytes:
             return plan
     smallest = min(plans, key=lambda plan: plan.ram_bytes)
     raise PlanError(
-        f"no index of {num_passages:,} x {dim} vectors fits {_gb(memory_budget_bytes)} of RAM: the smallest, "
+        f"no index of {num_passages:,} x {dim} vectors fits {_gb(memory_budget_bytes)} of RAM, even with its lists "
+        f"on disk: the smallest, "
         f"{smallest.factory}, needs {_gb(smallest.ram_bytes)} (a GPU or a machine with more RAM, or a smaller dim)"
     )
