@@ -7,6 +7,8 @@ BM25 hard negatives -> train the pair (sized from the data, printed first) -> en
 evaluate the fine-tuned pair and the hybrid -> `OUT/system` (pair, index, BM25), `OUT/metrics.json`
 (`{"bm25": ..., "base": ..., "finetuned": ..., "hybrid": ...}`) and `OUT/report.md` with a plot.
 Every step but the data preparation is the `dpr-hf` command a user would run, printed as it runs.
+
+Over ~400 lines on purpose: the step list, the data-sized defaults and the report are one command, read together.
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@
 index that does not belong to the encoder or the passages it is used with. The folder stores each vector once, in
 `index.faiss`: the float32 `embeddings` column stays out of `passages/` unless asked for (`keep_embeddings`).
 An IVF factory with the `,OnDisk` suffix keeps its inverted lists in `index.ivfdata` beside it, memory-mapped.
+
+Over ~400 lines on purpose: build, save and load of the three storage kinds (in memory, with raw vectors,
+on disk) share the manifest checks.
 """
 
 from __future__ import annotations

@@ -14,6 +14,8 @@ Weights are copied unchanged, so outputs are identical for the same input ids, a
 Token types: dpr_hf assumes the original DPR convention, segment ids all zero for `title [SEP] text` passages
 (`format_passages`). transformers' `DPRContextEncoderTokenizer` gives the text segment id 1 instead; the released
 `facebook/dpr-ctx_encoder-*` weights come from original checkpoints trained with zeros.
+
+Over ~400 lines on purpose: one converter per checkpoint source, all mapping onto the same three models.
 """
 
 from __future__ import annotations

@@ -6,6 +6,8 @@ folder), optional `bm25/`, `metrics/` and `training_args/` (what the model cards
 tying them. `save_pretrained` also writes this module and every module it imports, flattened, into
 the folder (`remote_code.py`), so `pipeline(model=folder_or_repo, trust_remote_code=True)` works where dpr_hf is not
 installed: import dpr_hf modules relatively, from the module that defines a name.
+
+Over ~400 lines on purpose: it is flattened into saved folders for trust_remote_code, so it stays one unit.
 """
 
 from __future__ import annotations

@@ -23,6 +23,8 @@ the task's final save at the top level (the best model when `load_best_model_at_
 trackers get the same records (`train/loss`, `train/learning_rate`, `eval/<metric>`) and the settings, under
 `runs/`. The task names the metric that picks `best/` (`TrainingTask.metric_for_best_model`) unless the
 arguments do; `training_args.json` records the one used.
+
+Over ~400 lines on purpose: the loop, checkpointing and resumption share state that a split would pass around.
 """
 
 from __future__ import annotations

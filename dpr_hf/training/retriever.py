@@ -3,6 +3,8 @@
 `train_retriever(RetrieverArguments(...), TrainingArguments(...))` is what `dpr-hf train-retriever` runs. The
 output folder holds `question_encoder/` and `passage_encoder/` (save_pretrained + tokenizer), `training_args.json`
 and `metrics.json` (dev NLL, accuracy and DPR's average rank).
+
+Over ~400 lines on purpose: GradCache's replay and the sharded dev evaluation both need the task's internals.
 """
 
 from __future__ import annotations
