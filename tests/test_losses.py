@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from safetensors.torch import load_file, save_file
 
 from dpr_hf.losses import in_batch_nll_loss, similarity_scores
 from dpr_hf.losses.retriever import repeated_passage_mask
@@ -88,8 +89,9 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
         p_local = p[p_slice].clone().requires_grad_()
         loss = in_batch_nll_loss(q_local, p_local, POSITIVES[rank], similarity="cosine", temperature=0.1)
         loss.backward()
-        torch.save(
-            {"loss": loss.detach(), "q_grad": q_local.grad, "p_grad": p_local.grad}, f"{out_dir}/{rank}.pt"
+        save_file(
+            {"loss": loss.detach(), "q_grad": q_local.grad, "p_grad": p_local.grad},
+            f"{out_dir}/{rank}.safetensors",
         )
     finally:
         dist.destroy_process_group()
@@ -101,21 +103,26 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_two_processes_give_the_single_process_loss_and_gradient(tmp_path):
-    # rank 1 in a fresh process, rank 0 here (one interpreter start instead of two)
+def _run_two_processes(worker, tmp_path) -> list[dict[str, torch.Tensor]]:
+    """`worker` as rank 1 in a fresh process and rank 0 here (one interpreter start instead of two); the tensors
+    each rank saved."""
     args = (2, _free_port(), str(tmp_path))
-    child = mp.get_context("spawn").Process(target=_worker, args=(1, *args))
+    child = mp.get_context("spawn").Process(target=worker, args=(1, *args))
     child.start()
-    _worker(0, *args)
+    worker(0, *args)
     child.join(timeout=120)
     assert child.exitcode == 0
+    return [load_file(tmp_path / f"{rank}.safetensors") for rank in range(2)]
+
+
+def test_two_processes_give_the_single_process_loss_and_gradient(tmp_path):
+    results = _run_two_processes(_worker, tmp_path)
     q, p, positives = _global_batch()
     q.requires_grad_()
     p.requires_grad_()
     loss = in_batch_nll_loss(q, p, positives, similarity="cosine", temperature=0.1)
     loss.backward()
-    for rank, (q_slice, p_slice) in enumerate(SPLITS):
-        result = torch.load(tmp_path / f"{rank}.pt")
+    for result, (q_slice, p_slice) in zip(results, SPLITS, strict=True):
         torch.testing.assert_close(result["loss"], loss.detach())
         # each process back-propagates into its own slice; DDP then averages over the 2 processes
         torch.testing.assert_close(result["q_grad"] / 2, q.grad[q_slice])
@@ -173,24 +180,17 @@ def _duplicate_worker(rank: int, world_size: int, port: int, out_dir: str) -> No
         for name, keys in (("keys", DUPLICATE_KEYS[rank]), ("no_keys", None)):
             loss = in_batch_nll_loss(q_local, p_local, DUPLICATE_POSITIVES[rank], passage_keys=keys)
             loss.backward()
-            results[name] = {
-                "loss": loss.detach(),
-                "q_grad": q_local.grad.clone(),
-                "p_grad": p_local.grad.clone(),
-            }
+            results[f"{name}.loss"] = loss.detach()
+            results[f"{name}.q_grad"] = q_local.grad.clone()
+            results[f"{name}.p_grad"] = p_local.grad.clone()
             q_local.grad = p_local.grad = None
-        torch.save(results, f"{out_dir}/{rank}.pt")
+        save_file(results, f"{out_dir}/{rank}.safetensors")
     finally:
         dist.destroy_process_group()
 
 
 def test_two_processes_holding_one_paragraph_give_the_single_process_loss_and_gradient(tmp_path):
-    args = (2, _free_port(), str(tmp_path))
-    child = mp.get_context("spawn").Process(target=_duplicate_worker, args=(1, *args))
-    child.start()
-    _duplicate_worker(0, *args)
-    child.join(timeout=120)
-    assert child.exitcode == 0
+    results = _run_two_processes(_duplicate_worker, tmp_path)
     q, p = _duplicate_batch()
     q.requires_grad_()
     p.requires_grad_()
@@ -198,12 +198,11 @@ def test_two_processes_holding_one_paragraph_give_the_single_process_loss_and_gr
     loss = in_batch_nll_loss(q, p, positives)
     loss.backward()
     p_grad = torch.zeros_like(p)
-    for rank in range(2):
-        result = torch.load(tmp_path / f"{rank}.pt")
-        torch.testing.assert_close(result["keys"]["loss"], loss.detach())
-        torch.testing.assert_close(result["keys"]["q_grad"] / 2, q.grad[[0, 1] if rank == 0 else [2, 3, 4]])
+    for rank, result in enumerate(results):
+        torch.testing.assert_close(result["keys.loss"], loss.detach())
+        torch.testing.assert_close(result["keys.q_grad"] / 2, q.grad[[0, 1] if rank == 0 else [2, 3, 4]])
         # a passage held twice gets its gradient in two parts, one per process; DDP sums them
-        p_grad.index_add_(0, torch.tensor(GLOBAL_OF_LOCAL[rank]), result["keys"]["p_grad"] / 2)
+        p_grad.index_add_(0, torch.tensor(GLOBAL_OF_LOCAL[rank]), result["keys.p_grad"] / 2)
         # without the keys the copies are false negatives: a different loss
-        assert abs(result["no_keys"]["loss"].item() - loss.item()) > 1e-3
+        assert abs(result["no_keys.loss"].item() - loss.item()) > 1e-3
     torch.testing.assert_close(p_grad, p.grad)
