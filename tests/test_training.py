@@ -183,23 +183,27 @@ def test_gradient_cache_gives_the_same_gradients_with_less_memory(tiny_bert_conf
     assert cached_peak < 0.35 * plain_peak, (cached_peak, plain_peak)
 
 
-# -------------------------------------------------------------------------------------------- best checkpoint
-def test_final_model_is_the_best_evaluation(tmp_path, tokenizer, tiny_bert_config, single_thread):
-    # "best" = highest dev loss here, i.e. the untrained model evaluated at step 0: the selection must find it
+def _seeded_task(tokenizer, tiny_bert_config, num_train: int, num_dev: int) -> RetrieverTask:
+    """A retriever task on freshly seeded tiny towers: `num_train` synthetic training and `num_dev` dev records."""
     torch.manual_seed(0)
     question_encoder = QuestionEncoder(QuestionEncoderConfig(encoder=tiny_bert_config))
     passage_encoder = PassageEncoder(PassageEncoderConfig(encoder=tiny_bert_config))
-    initial = {k: v.clone() for k, v in question_encoder.state_dict().items()}
-    rows = _examples(40)
-    args = RetrieverArguments(question_max_length=16, passage_max_length=24)
-    task = RetrieverTask(
-        args,
+    rows = _examples(num_train + num_dev)
+    return RetrieverTask(
+        RetrieverArguments(question_max_length=16, passage_max_length=24),
         question_encoder,
         passage_encoder,
         tokenizer,
-        Dataset.from_list(rows[:32]),
-        Dataset.from_list(rows[32:]),
+        Dataset.from_list(rows[:num_train]),
+        Dataset.from_list(rows[num_train:]),
     )
+
+
+# -------------------------------------------------------------------------------------------- best checkpoint
+def test_final_model_is_the_best_evaluation(tmp_path, tokenizer, tiny_bert_config, single_thread):
+    # "best" = highest dev loss here, i.e. the untrained model evaluated at step 0: the selection must find it
+    task = _seeded_task(tokenizer, tiny_bert_config, num_train=32, num_dev=8)
+    initial = {k: v.clone() for k, v in task.question_encoder.state_dict().items()}
     training = TrainingArguments(
         output_dir=str(tmp_path),
         per_device_train_batch_size=8,
@@ -399,19 +403,7 @@ def test_minilm_training_on_squad_improves_dev_loss_and_average_rank(tmp_path):
 def test_report_to_tensorboard_writes_event_files_with_the_loss(tmp_path, tokenizer, tiny_bert_config):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    torch.manual_seed(0)
-    question_encoder = QuestionEncoder(QuestionEncoderConfig(encoder=tiny_bert_config))
-    passage_encoder = PassageEncoder(PassageEncoderConfig(encoder=tiny_bert_config))
-    rows = _examples(12)
-    args = RetrieverArguments(question_max_length=16, passage_max_length=24)
-    task = RetrieverTask(
-        args,
-        question_encoder,
-        passage_encoder,
-        tokenizer,
-        Dataset.from_list(rows[:8]),
-        Dataset.from_list(rows[8:]),
-    )
+    task = _seeded_task(tokenizer, tiny_bert_config, num_train=8, num_dev=4)
     training = TrainingArguments(
         output_dir=str(tmp_path),
         max_steps=2,
