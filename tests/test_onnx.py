@@ -134,6 +134,18 @@ def _write_jsonl(path, rows):
     return path
 
 
+def _encode_argv(system_dir, passages, output) -> list[str]:
+    return [
+        "encode",
+        "--passage-encoder",
+        str(system_dir),
+        "--passages",
+        str(passages),
+        "--output",
+        str(output),
+    ]
+
+
 def test_encode_and_evaluate_retrieval_take_a_backend(exported, tmp_path, monkeypatch, capsys):
     """`--backend onnx|openvino` on the torch folders: exported once into the cache, then the same embeddings,
     the same fingerprint in encoding.json, and the same retrieval results as torch."""
@@ -143,15 +155,7 @@ def test_encode_and_evaluate_retrieval_take_a_backend(exported, tmp_path, monkey
     runs = {}
     for backend, precision in (("torch", "fp32"), ("onnx", "fp32"), ("openvino", "fp32"), ("onnx", "int8")):
         out = tmp_path / f"emb-{backend}-{precision}"
-        argv = [
-            "encode",
-            "--passage-encoder",
-            str(system_dir),
-            "--passages",
-            str(passages),
-            "--output",
-            str(out),
-        ]
+        argv = _encode_argv(system_dir, passages, out)
         assert main([*argv, "--backend", backend, "--precision", precision, "--batch-size", "5"]) == 0
         runs[backend, precision] = (load_from_disk(str(out)), json.loads((out / "encoding.json").read_text()))
     (cached,) = (tmp_path / "cache" / "onnx").iterdir()  # one export of the passage encoder, fp32 and int8
@@ -202,15 +206,7 @@ def test_encode_and_evaluate_retrieval_take_a_backend(exported, tmp_path, monkey
     strip = {b: [[c["id"] for c in r["ctxs"]] for r in rs] for b, rs in results.items()}
     assert strip["onnx"] == strip["torch"]
     capsys.readouterr()
-    argv = [
-        "encode",
-        "--passage-encoder",
-        str(system_dir),
-        "--passages",
-        str(passages),
-        "--output",
-        str(tmp_path / "x"),
-    ]
+    argv = _encode_argv(system_dir, passages, tmp_path / "x")
     assert main([*argv, "--backend", "torch", "--precision", "int8"]) == 2
     assert "not offered by the torch backend" in capsys.readouterr().err
 
