@@ -226,6 +226,15 @@ class QASystem(nn.Module):
         hub_kwargs = {key: kwargs.pop(key) for key in _HUB_KWARGS if key in kwargs}
         for key in _LOADER_KWARGS:
             kwargs.pop(key, None)
+        # AutoModel (transformers >= 5.25) always passes these two; only their defaults mean anything here.
+        if kwargs.pop("subfolder", None):
+            raise ValueError(
+                f"{pretrained_model_name_or_path}: a QA system is loaded from its folder or repo root, not a subfolder"
+            )
+        if kwargs.pop("proxies", None):
+            raise ValueError(
+                "QASystem.from_pretrained takes no proxies: set HTTPS_PROXY for the Hub download instead"
+            )
         if kwargs:
             raise TypeError(f"QASystem.from_pretrained got unexpected arguments {sorted(kwargs)}")
         folder = Path(pretrained_model_name_or_path)
