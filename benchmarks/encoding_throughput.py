@@ -6,7 +6,7 @@ peer's own ONNX / OpenVINO backends, where optimum installs) with a quality guar
         [--process-passages 2000] [--process-runs 1] [--skip-process]
 
 Whole process: `dpr-hf encode` as a user types it (default flags, so `--backend auto`) and a script running
-sentence-transformers' default `encode` (same backbone, and dpr-hf encode's batch size and max length), each a
+sentence-transformers' default `encode` (same backbone and max length, its default batch size), each a
 subprocess timed from start to exit, over the same `--process-passages` SQuAD paragraphs (every dev-a paragraph,
 then seeded train paragraphs); dpr-hf once with an empty dpr_hf cache (cold: ONNX export and backend calibration
 included) and then warm; each run with an empty datasets cache, so no run reuses another's corpus.
@@ -45,6 +45,7 @@ from dpr_hf.data import load_passages, load_questions
 from dpr_hf.encoding import encode, encode_passages
 from dpr_hf.evaluation.metrics import has_answer
 from dpr_hf.export import export_model_onnx, load_onnx_model
+from dpr_hf.export.auto import STREAM_BATCH
 from dpr_hf.models.modeling import PassageEncoder, QuestionEncoder
 
 warnings.filterwarnings("ignore", message=".*quantiz.*deprecated.*")
@@ -84,13 +85,14 @@ ST_SCRIPT = """
 import json, sys
 import numpy as np
 from sentence_transformers import SentenceTransformer
-base, corpus, output, batch_size, max_length = sys.argv[1:]
+base, corpus, output, max_length = sys.argv[1:]
 rows = [json.loads(line) for line in open(corpus, encoding="utf-8")]
 texts = [f"{r['title']} [SEP] {r['text']}" if r.get("title") else r["text"] for r in rows]
 model = SentenceTransformer(base, device="cpu")
 model.max_seq_length = int(max_length)
-np.save(output, model.encode(texts, batch_size=int(batch_size)))
+np.save(output, model.encode(texts))
 """
+ST_DEFAULT_BATCH = 32  # SentenceTransformer.encode's default batch_size
 
 
 def process_corpus(count: int, seed: int = 0):
@@ -102,10 +104,10 @@ def process_corpus(count: int, seed: int = 0):
     return concatenate_datasets([dev, train.select(range(count - len(dev)))])
 
 
-def encode_defaults() -> tuple[int, int]:
-    """`dpr-hf encode`'s default batch size and max length (read from its parser, so they stay in step)."""
+def encode_max_length() -> int:
+    """`dpr-hf encode`'s default max length (read from its parser, so they stay in step)."""
     args = build_parser().parse_args(["encode", "--passage-encoder", "x", "--passages", "x", "--output", "x"])
-    return args.batch_size, args.max_length
+    return args.max_length
 
 
 def dpr_hf_command() -> list[str]:
@@ -135,7 +137,7 @@ def whole_process(base: str, count: int, runs: int, peak: float) -> str:
     each a whole process; returns the Markdown (text and table)."""
     from datasets import load_from_disk
 
-    batch_size, max_length = encode_defaults()
+    max_length = encode_max_length()
     corpus_rows = process_corpus(count)
     texts = [
         f"{t} [SEP] {x}" if t else x for t, x in zip(corpus_rows["title"], corpus_rows["text"], strict=True)
@@ -176,7 +178,7 @@ def whole_process(base: str, count: int, runs: int, peak: float) -> str:
 
         def st_run() -> float:
             command = [sys.executable, "-c", ST_SCRIPT, base, str(corpus), str(tmp / "st.npy")]
-            return timed_process([*command, str(batch_size), str(max_length)], env)[0]
+            return timed_process([*command, str(max_length)], env)[0]
 
         st_seconds = [st_run()]
         cold_seconds, cold_choice, output = dpr_hf_run()
@@ -197,7 +199,7 @@ def whole_process(base: str, count: int, runs: int, peak: float) -> str:
 
     rows = [
         row(
-            f"sentence-transformers encode (batch_size={batch_size}, max_seq_length={max_length})",
+            f"sentence-transformers encode (default batch_size={ST_DEFAULT_BATCH}, max_seq_length={max_length})",
             st_best,
             "torch",
         ),
@@ -206,9 +208,10 @@ def whole_process(base: str, count: int, runs: int, peak: float) -> str:
     ]
     text = (
         f"Whole process, {count} SQuAD paragraphs ({lengths.mean():.0f} tokens on average): "
-        f"`dpr-hf encode --passage-encoder DIR --passages passages.jsonl --output DIR` (default flags: batch "
-        f"{batch_size}, max length {max_length}, backend auto) against a script loading all-MiniLM-L6-v2 in "
-        f"sentence-transformers and calling `encode(texts, batch_size={batch_size})` at max_seq_length "
+        f"`dpr-hf encode --passage-encoder DIR --passages passages.jsonl --output DIR` (default flags: max length "
+        f"{max_length}, backend auto, which also picks the batch size and CPU streams) against a script loading "
+        f"all-MiniLM-L6-v2 in sentence-transformers and calling its default `encode(texts)` (batch_size "
+        f"{ST_DEFAULT_BATCH}) at max_seq_length "
         f"{max_length}, each a subprocess timed from start to exit (imports, model load, reading the corpus and "
         f"writing the embeddings included; best of {runs} for the warm and peer runs). Min cosine between the "
         f"dpr-hf and sentence-transformers embeddings: {cosine:.5f} (guard >= 0.999: "
@@ -266,9 +269,12 @@ def main() -> None:
     st_model.max_seq_length = args.max_length
     int8 = quantize_dynamic(encoder, {torch.nn.Linear: per_channel_dynamic_qconfig})
 
-    def dpr_hf_encode(model, precision):
+    streams = max(2, torch.get_num_threads())
+
+    def dpr_hf_encode(model, precision, streams=1):
+        batch_size = STREAM_BATCH if streams > 1 else args.batch_size
         dataset = encode_passages(
-            model, tokenizer, passages, args.batch_size, args.max_length, precision, show_progress=False
+            model, tokenizer, passages, batch_size, args.max_length, precision, False, streams=streams
         )
         return np.asarray(dataset.with_format("numpy")["embeddings"], dtype=np.float32)
 
@@ -277,6 +283,9 @@ def main() -> None:
             texts, batch_size=args.batch_size, normalize_embeddings=False, convert_to_numpy=True
         ),
         "dpr_hf encode_passages (fp32)": lambda: dpr_hf_encode(encoder, None),
+        f"dpr_hf encode_passages (fp32, {streams} streams x {STREAM_BATCH} passages)": lambda: dpr_hf_encode(
+            encoder, None, streams
+        ),
         "dpr_hf encode_passages (bf32: fp32 tensors, bf16 matmul math)": lambda: dpr_hf_encode(
             encoder, "bf32"
         ),

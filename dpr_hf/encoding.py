@@ -1,4 +1,4 @@
-"""The one batched encoder of texts (length-sorted batches, precision, progress) and corpus encoding.
+"""The one batched encoder of texts (length-sorted batches, precision, CPU streams, progress) and corpus encoding.
 
 `encode_corpus` turns a passages dataset into a `datasets` dataset with an `embeddings` column, in shards that
 survive interruption and split across `accelerate launch` processes.
@@ -10,7 +10,8 @@ import json
 import os
 import shutil
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -84,7 +85,17 @@ def precision_context(device: torch.device, precision: str | None) -> Iterator[N
         yield
 
 
-@torch.inference_mode()
+@contextmanager
+def _intra_op_threads(count: int) -> Iterator[None]:
+    """torch's CPU threads per operation set to `count` for the block (the setting is process-wide)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def encode(
     encoder: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -94,6 +105,7 @@ def encode(
     batch_size: int = 64,
     max_length: int | None = None,
     precision: str | None = None,
+    streams: int = 1,
     show_progress: bool = False,
 ) -> np.ndarray:
     """Embeddings `(len(texts), dim)` float32 in input order: the one encoding loop of dpr_hf.
@@ -101,26 +113,48 @@ def encode(
     Questions or passages, by the encoder's role (`titles` go with passages), formatted as in training, read at
     the encoder's trained `config.max_seq_length` unless `max_length` says otherwise, in length-sorted batches
     (longest first: little padding, and an out-of-memory shows at once).
+
+    `streams` > 1 (CPU only) runs that many batches at once, each on its share of torch's threads: on a small
+    CPU, small batches on one thread each keep activations in cache and skip the threads' synchronisation after
+    every small operation (2 cores: 1.3-1.4x one batch of 64 on both threads; docs/encoding.md). The same
+    fp32 kernels run, so the embeddings are those of `streams=1` up to float rounding.
     """
     role = encoder.config.role
     if role == "question" and titles is not None:
         raise ValueError("questions have no titles: pass titles=None with a question encoder")
+    if streams < 1:
+        raise ValueError(f"streams must be >= 1, got {streams}")
     max_length = max_length or encoder.config.max_seq_length
     device = encoder.device
+    if streams > 1 and device.type != "cpu":
+        raise ValueError(f"streams > 1 runs batches in parallel on CPU threads; the encoder is on {device}")
     order = _length_order(titles, texts)
     embeddings = np.empty((len(texts), encoder.config.embedding_dim), dtype=np.float32)
     progress = tqdm(total=len(texts), desc=f"Encoding {role}s", unit=role, disable=not show_progress)
-    with precision_context(device, precision):
-        for start in range(0, len(texts), batch_size):
-            rows = order[start : start + batch_size]
-            batch = [texts[i] for i in rows]
-            if role == "question":
-                inputs = format_questions(tokenizer, batch, max_length=max_length)
-            else:
-                batch_titles = [titles[i] for i in rows] if titles is not None else None
-                inputs = format_passages(tokenizer, batch_titles, batch, max_length=max_length)
+    # autocast is per thread, so each stream enters it; bf32 is a process-wide switch, set once around all streams
+    autocast = precision in _AUTOCAST_DTYPES
+
+    def encode_batch(rows: np.ndarray) -> None:
+        batch = [texts[i] for i in rows]
+        if role == "question":
+            inputs = format_questions(tokenizer, batch, max_length=max_length)
+        else:
+            batch_titles = [titles[i] for i in rows] if titles is not None else None
+            inputs = format_passages(tokenizer, batch_titles, batch, max_length=max_length)
+        with torch.inference_mode(), precision_context(device, precision) if autocast else nullcontext():
             embeddings[rows] = encoder(**inputs.to(device)).pooler_output.float().cpu().numpy()
-            progress.update(len(rows))
+        progress.update(len(rows))
+
+    batches = [order[start : start + batch_size] for start in range(0, len(texts), batch_size)]
+    with precision_context(device, None if autocast else precision):
+        if streams == 1:
+            for rows in batches:
+                encode_batch(rows)
+        else:
+            threads = max(1, torch.get_num_threads() // streams)
+            with _intra_op_threads(threads), ThreadPoolExecutor(streams) as pool:
+                for _ in pool.map(encode_batch, batches):  # re-raises a stream's error here
+                    pass
     progress.close()
     return embeddings
 
@@ -154,11 +188,13 @@ def encode_passages(
     max_length: int | None = None,
     precision: str | None = None,
     show_progress: bool = True,
+    streams: int = 1,
 ) -> Dataset:
     """Passages plus an `embeddings` column, in memory and in corpus order (see `encode_corpus` for big corpora).
 
     Args:
         precision: None/"fp32", "bf32" (CPU), "bf16" or "fp16": see `precision_context`.
+        streams: batches encoded at once on CPU (see `encode`).
     """
     if not isinstance(passages, Dataset):
         passages = Dataset.from_list(list(passages))
@@ -171,6 +207,7 @@ def encode_passages(
         batch_size=batch_size,
         max_length=max_length,
         precision=precision,
+        streams=streams,
         show_progress=show_progress,
     )
     return _with_embeddings(passages, embeddings)
@@ -195,6 +232,7 @@ def encode_corpus(
     precision: str | None = None,
     encoder_name: str | None = None,
     show_progress: bool = True,
+    streams: int = 1,
 ) -> Dataset:
     """Encode a corpus of any size to `output_dir` (a `save_to_disk` dataset with an `embeddings` column).
 
@@ -254,7 +292,7 @@ def encode_corpus(
         shard = passages.select(range(k * shard_size, min((k + 1) * shard_size, len(passages))))
         show = show_progress and state.is_local_main_process
         encoded = encode_passages(
-            encoder, tokenizer, shard, batch_size, max_length, precision, show_progress=show
+            encoder, tokenizer, shard, batch_size, max_length, precision, show_progress=show, streams=streams
         )
         _atomic_save(encoded, shard_dirs[k])
     state.wait_for_everyone()

@@ -15,12 +15,14 @@ from dpr_hf.cli import main
 from dpr_hf.encoding import encode_passages
 from dpr_hf.export.auto import (
     CHOICE_FILE,
+    EXPORT_MIN_TEXTS,
     GUARD_COSINE,
     MIN_SPEEDUP,
+    STREAM_BATCH,
     available_candidates,
     choose_backend,
 )
-from dpr_hf.export.backends import load_encoder, load_system
+from dpr_hf.export.backends import PreparedEncoder, load_encoder, load_system, prepare_encoder
 
 TORCH_ONLY = [("torch", "fp32"), ("torch", "bf32")]
 
@@ -189,3 +191,39 @@ def test_a_system_takes_no_auto_backend(tmp_path):
     """The cosine guard vouches for embeddings, not for a reader's answers: systems name their backend."""
     with pytest.raises(ValueError, match="system's backend must be one of"):
         load_system(tmp_path, backend="auto")
+
+
+def test_streams_compete_where_torch_has_threads_and_their_plan_is_kept(encoder_dir, cache):
+    """With 2 threads, one single-thread stream per thread is a candidate; whatever wins, the cache gives back
+    the same plan (streams and batch size) without timing, and what it encodes stays within the guard."""
+    torch.set_num_threads(2)  # the fixture's single_thread restores the count
+    candidates = available_candidates(num_texts=100)
+    assert ("torch", "fp32", 2) in candidates
+    assert not any(backend in ("onnx", "openvino") for backend, *_ in candidates)  # export would not pay
+    choice = choose_backend(encoder_dir, "passage", [("torch", "fp32"), ("torch", "fp32", 2)], batch_size=16)
+    (entry,) = _entries(cache).values()
+    assert set(entry["measurements"]) == {"torch fp32", "torch fp32 x2 streams"}
+    assert (choice.streams, choice.batch_size) in ((2, STREAM_BATCH), (1, 16))
+    again = choose_backend(encoder_dir, "passage", [("torch", "fp32"), ("torch", "fp32", 2)], batch_size=16)
+    assert not again.measured and (again.streams, again.batch_size) == (choice.streams, choice.batch_size)
+    assert choose_backend(
+        encoder_dir, "passage", [("torch", "fp32"), ("torch", "fp32", 2)], batch_size=32
+    ).measured
+
+
+def test_onnx_candidates_need_a_run_big_enough_to_repay_the_export_or_an_export():
+    small = available_candidates(num_texts=EXPORT_MIN_TEXTS - 1)
+    assert [c for c in small if c[0] != "torch"] == []
+    for candidates in (
+        available_candidates(num_texts=EXPORT_MIN_TEXTS),
+        available_candidates(10, exported=True),
+    ):
+        assert ("onnx", "fp32") in candidates and ("openvino", "fp32") in candidates
+
+
+def test_an_explicit_batch_size_runs_unstreamed(encoder_dir):
+    prepared = prepare_encoder(encoder_dir, "passage", backend="torch")
+    assert prepared.encode_kwargs() == {"precision": "fp32", "streams": 1, "batch_size": 64}
+    planned = PreparedEncoder(prepared.model, None, streams=2, batch_size=STREAM_BATCH)
+    assert planned.encode_kwargs() == {"precision": None, "streams": 2, "batch_size": STREAM_BATCH}
+    assert planned.encode_kwargs(100) == {"precision": None, "streams": 1, "batch_size": 100}

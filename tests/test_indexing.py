@@ -413,6 +413,38 @@ def test_encode_passages_bf32_keeps_fp32_tensors_and_restores_the_matmul_mode(
         pass
 
 
+@pytest.mark.parametrize("precision", [None, "bf16"])
+def test_encode_in_cpu_streams_gives_the_one_stream_embeddings_in_corpus_order(
+    tiny_passage_encoder, tokenizer, precision
+):
+    """Streams run batches on their own threads: autocast (a per-thread mode) must reach each of them, the rows
+    must land in corpus order, and torch's thread count must be restored."""
+    passages = _passages(13)
+    threads = torch.get_num_threads()
+    one = encode_passages(
+        tiny_passage_encoder, tokenizer, passages, batch_size=3, precision=precision, show_progress=False
+    )
+    two = encode_passages(
+        tiny_passage_encoder,
+        tokenizer,
+        passages,
+        batch_size=3,
+        precision=precision,
+        show_progress=False,
+        streams=2,
+    )
+    assert two["id"] == passages["id"] and torch.get_num_threads() == threads
+    np.testing.assert_allclose(np.array(two["embeddings"]), np.array(one["embeddings"]), atol=1e-6)
+    if precision == "bf16":  # autocast reached the streams: not the fp32 embeddings
+        full = encode_passages(tiny_passage_encoder, tokenizer, passages, show_progress=False, streams=2)
+        assert not np.allclose(np.array(full["embeddings"]), np.array(two["embeddings"]), atol=1e-6)
+
+
+def test_encode_refuses_streams_below_one(tiny_passage_encoder, tokenizer):
+    with pytest.raises(ValueError, match="streams must be >= 1"):
+        encode_passages(tiny_passage_encoder, tokenizer, _passages(2), show_progress=False, streams=0)
+
+
 def test_encode_corpus_resumes_from_finished_shards(tmp_path, tiny_passage_encoder, tokenizer):
     passages = _passages(40)
     reference = encode_passages(tiny_passage_encoder, tokenizer, passages, batch_size=4, show_progress=False)

@@ -24,7 +24,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--output", required=True, help="output folder (datasets save_to_disk + encoding.json)"
     )
-    parser.add_argument("--batch-size", type=int, default=64, help="passages per forward pass (64)")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="passages per forward pass (default 64, or what --backend auto measured fastest on this CPU: e.g. "
+        "8 per stream, one stream per thread); given, it runs in one stream",
+    )
     parser.add_argument("--max-length", type=int, default=256, help="passage tokens kept (256)")
     parser.add_argument(
         "--shard-size", type=int, default=100_000, help="passages per resumable shard (100000)"
@@ -37,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..data import load_passages
     from ..encoding import distributed_state, encode_corpus
-    from ..export.backends import load_encoder
+    from ..export.backends import prepare_encoder
     from ..models.pair import encoder_dir
 
     path = encoder_dir(args.passage_encoder, "passage")
@@ -45,17 +51,24 @@ def run(args: argparse.Namespace) -> int:
     # one process builds the datasets cache (and an on-demand ONNX export), the others reuse it
     with state.main_process_first():
         passages = load_passages(args.passages, split=args.split)
-        encoder, precision = load_encoder(path, "passage", backend=args.backend, precision=args.precision)
+        prepared = prepare_encoder(
+            path,
+            "passage",
+            backend=args.backend,
+            precision=args.precision,
+            num_texts=len(passages),
+            max_length=args.max_length,
+            batch_size=args.batch_size,
+        )
     embeddings = encode_corpus(
-        encoder,
+        prepared.model,
         AutoTokenizer.from_pretrained(path),
         passages,
         args.output,
         shard_size=args.shard_size,
-        batch_size=args.batch_size,
         max_length=args.max_length,
-        precision=precision,
         encoder_name=str(path),
+        **prepared.encode_kwargs(args.batch_size),
     )
     if state.is_main_process:
         print(f"encoded {len(embeddings)} passages into {args.output}")

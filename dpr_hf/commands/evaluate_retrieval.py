@@ -14,6 +14,8 @@ from pathlib import Path
 
 from . import add_precision_argument
 
+BATCH_SIZE = 128  # questions encoded and searched at once
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--retriever", choices=("dense", "bm25", "hybrid"), required=True)
@@ -46,7 +48,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "a saved BM25 folder uses the stemmer it was built with",
     )
     parser.add_argument(
-        "--batch-size", type=int, default=128, help="questions/passages encoded at once (128)"
+        "--batch-size",
+        type=int,
+        default=None,
+        help=f"questions/passages encoded at once ({BATCH_SIZE}; with --backend auto, passed forward in what it "
+        "measured fastest on this CPU unless given)",
     )
     add_precision_argument(parser)
 
@@ -78,7 +84,7 @@ def _dense(args: argparse.Namespace):
 
     from ..data import load_passages
     from ..encoding import encode_passages
-    from ..export.backends import load_encoder
+    from ..export.backends import prepare_encoder
     from ..index.passage_index import PassageIndex
     from ..models.fingerprints import encoder_fingerprint
     from ..models.pair import EncoderPair
@@ -88,24 +94,31 @@ def _dense(args: argparse.Namespace):
     if not args.model:
         raise FileNotFoundError(f"--retriever {args.retriever} needs --model (a pair or system folder)")
     question_dir = EncoderPair.encoder_dir(args.model, "question")
-    question_encoder, precision = load_encoder(
-        question_dir, "question", backend=args.backend, precision=args.precision
+    questions = prepare_encoder(
+        question_dir, "question", backend=args.backend, precision=args.precision, batch_size=args.batch_size
     )
+    question_encoder = questions.model
     if args.index:
         index_dir = QASystem.part_dir(args.index, "index") or Path(args.index)
         index = PassageIndex.load(index_dir, question_encoder=question_encoder)
     else:
         passage_dir = EncoderPair.encoder_dir(args.model, "passage")
-        # each tower applies its own precision: with --backend auto the two choices may differ
-        passage_encoder, passage_precision = load_encoder(
-            passage_dir, "passage", backend=args.backend, precision=args.precision
+        passages = load_passages(args.passages)
+        # each tower has its own plan: with --backend auto the two choices may differ
+        prepared = prepare_encoder(
+            passage_dir,
+            "passage",
+            backend=args.backend,
+            precision=args.precision,
+            num_texts=len(passages),
+            batch_size=args.batch_size,
         )
+        passage_encoder = prepared.model
         embedded = encode_passages(
             passage_encoder,
             AutoTokenizer.from_pretrained(passage_dir),
-            load_passages(args.passages),
-            batch_size=args.batch_size,
-            precision=passage_precision,
+            passages,
+            **prepared.encode_kwargs(args.batch_size),
         )
         index = PassageIndex.build(
             embedded,
@@ -114,7 +127,16 @@ def _dense(args: argparse.Namespace):
             encoder_fingerprint=encoder_fingerprint(passage_encoder),
         )
     tokenizer = AutoTokenizer.from_pretrained(question_dir)
-    return DenseRetriever(question_encoder, tokenizer, index, batch_size=args.batch_size, precision=precision)
+    plan = questions.encode_kwargs(args.batch_size)
+    return DenseRetriever(
+        question_encoder,
+        tokenizer,
+        index,
+        batch_size=args.batch_size or BATCH_SIZE,
+        precision=plan["precision"],
+        streams=plan["streams"],
+        encode_batch_size=plan["batch_size"],
+    )
 
 
 def run(args: argparse.Namespace) -> int:

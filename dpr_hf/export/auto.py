@@ -1,12 +1,15 @@
 """`backend="auto"`: the fastest backend that keeps fp32's embeddings on this machine, measured once and cached.
 
 Which runtime is fastest depends on the CPU (AMX / AVX512-BF16 / VNNI or not), the thread count and the library
-versions, so it is measured rather than guessed: on first use for an encoder shape every available candidate (torch
-fp32, and torch bf32, ONNX Runtime fp32 and OpenVINO fp32 where installed) encodes a small fixed sample with the
-actual encoder through `dpr_hf.encoding.encode`. A candidate whose embeddings fall below cosine 0.999 to the
-reference's (torch fp32) is rejected; the fastest of the rest wins if it beats the reference by `MIN_SPEEDUP`. The
-choice is kept in `$DPR_HF_CACHE/backend_choice.json` under a key of everything it depends on (CPU model, threads,
-package versions, candidates, encoder shape, sample), so later runs read it instead of timing.
+versions, so it is measured rather than guessed: on first use for an encoder shape every available candidate
+encodes a fixed sample at the run's length and batch size with the actual encoder through
+`dpr_hf.encoding.encode`: torch fp32 (the reference), torch fp32 in one single-thread stream per CPU thread with
+small batches (`STREAM_BATCH`), torch bf32 where the CPU has bf16 hardware, and ONNX Runtime / OpenVINO fp32 where
+installed and the run is big enough to repay their one-time export (`EXPORT_MIN_TEXTS`, or the export exists). A
+candidate whose embeddings fall below cosine 0.999 to the reference's is rejected; the fastest of the rest wins if
+it beats the reference by `MIN_SPEEDUP`. The choice is kept in `$DPR_HF_CACHE/backend_choice.json` under a key of
+everything it depends on (CPU model, threads, package versions, candidates, encoder shape, sample), so later runs
+read it instead of timing.
 """
 
 from __future__ import annotations
@@ -31,21 +34,34 @@ logger = logging.get_logger(__name__)
 
 AUTO = "auto"
 CHOICE_FILE = "backend_choice.json"
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 GUARD_COSINE = 0.999
 MIN_SPEEDUP = 1.05  # a smaller gain is within the noise of a few timed batches: keep the reference
-SAMPLE_ROWS = 16
-SAMPLE_MAX_LENGTH = 128
-TIMED_ROUNDS = 3
-# (backend, precision) in order of preference on a tie; the first available one is the reference.
-CANDIDATES = (("torch", "fp32"), ("torch", "bf32"), ("onnx", "fp32"), ("openvino", "fp32"))
+SAMPLE_ROWS = 16  # texts timed per candidate and round: one batch of each stream at `STREAM_BATCH`
+SAMPLE_MAX_LENGTH = 256  # tokens of the longest sample text, at most (the run's max length when shorter)
+DEFAULT_BATCH = 64  # the reference's batch size when the run's is not known
+STREAM_BATCH = 8  # texts per batch of a stream: 4-8 fastest on the 2-core box (docs/encoding.md)
+TIMED_ROUNDS = 2
+# Texts a run must encode before auto exports the ONNX models to time them: an export and compile takes 10-20 s
+# per tower on 2 cores, more than a 10% faster backend saves on fewer texts.
+EXPORT_MIN_TEXTS = 20_000
+# (backend, precision[, streams]) in order of preference on a tie; the first available one is the reference.
+CANDIDATES = (
+    ("torch", "fp32"),
+    ("torch", "fp32", 0),
+    ("torch", "bf32"),
+    ("onnx", "fp32"),
+    ("openvino", "fp32"),
+)
+# streams 0 above: one stream per CPU thread (only where torch has more than one thread)
 # what each backend needs installed: the ONNX ones also export the torch weights with onnxscript
 _REQUIRED_MODULES = {
     "torch": (),
     "onnx": ("onnxruntime", "onnxscript"),
     "openvino": ("openvino", "onnxscript"),
 }
-_VERSIONED_PACKAGES = ("torch", "transformers", "onnxruntime", "onnxscript", "openvino")
+_VERSIONED_PACKAGES = ("dpr-hf", "torch", "transformers", "onnxruntime", "onnxscript", "openvino")
+_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # where bf32's bf16 matmul math can be faster than fp32
 _SAMPLE_TEXT = (
     "The Normans were the people who in the tenth and eleventh centuries gave their name to Normandy, a region "
     "in France. They were descended from Norse raiders and pirates from Denmark, Iceland and Norway who, under "
@@ -59,15 +75,32 @@ _SAMPLE_TEXT = (
 @dataclass(frozen=True)
 class BackendChoice:
     """What `auto` picked, why, and whether this call measured it (False: read from the cache, or no timing
-    needed)."""
+    needed). `streams` > 1: encode with that many parallel CPU streams of `batch_size` texts each."""
 
     backend: str
     precision: str
     reason: str
     measured: bool = False
+    streams: int = 1
+    batch_size: int | None = None
+
+    @property
+    def name(self) -> str:
+        return candidate_name((self.backend, self.precision, self.streams))
 
     def describe(self) -> str:
-        return f"backend auto: {self.backend} {self.precision} ({self.reason})"
+        return f"backend auto: {self.name} ({self.reason})"
+
+
+def candidate_name(candidate: tuple) -> str:
+    """'torch fp32', or 'torch fp32 x2 streams' for a streamed candidate."""
+    backend, precision, *rest = candidate
+    streams = rest[0] if rest else 1
+    return f"{backend} {precision}" + (f" x{streams} streams" if streams > 1 else "")
+
+
+def _streams(candidate: tuple) -> int:
+    return candidate[2] if len(candidate) > 2 else 1
 
 
 def cache_file() -> Path:
@@ -93,9 +126,34 @@ def installed(backend: str) -> bool:
     return all(importlib.util.find_spec(module) is not None for module in _REQUIRED_MODULES[backend])
 
 
-def available_candidates() -> list[tuple[str, str]]:
-    """`CANDIDATES` whose packages are installed (torch's always are)."""
-    return [(backend, precision) for backend, precision in CANDIDATES if installed(backend)]
+def cpu_has_bf16() -> bool:
+    """Whether the CPU reports bf16 matmul hardware (/proc/cpuinfo flags): elsewhere bf32 runs as fp32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return True  # unknown: let the measurement decide
+    return any(flag in flags for flag in _BF16_CPU_FLAGS)
+
+
+def available_candidates(num_texts: int | None = None, exported: bool = False) -> list[tuple]:
+    """`CANDIDATES` that can run here and may pay off: packages installed; streams where torch has more than
+    one thread; bf32 where the CPU has bf16 hardware; ONNX ones when `exported` (an export exists) or the run
+    is big enough to repay exporting (`num_texts` None: not known, so they are tried)."""
+    threads = torch.get_num_threads()
+    export_pays = exported or num_texts is None or num_texts >= EXPORT_MIN_TEXTS
+    found = []
+    for candidate in CANDIDATES:
+        backend, precision = candidate[:2]
+        if not installed(backend) or (backend != "torch" and not export_pays):
+            continue
+        if precision == "bf32" and not cpu_has_bf16():
+            continue
+        if len(candidate) > 2:
+            if threads < 2:
+                continue
+            candidate = (backend, precision, threads)
+        found.append(candidate)
+    return found
 
 
 def _package_version(name: str) -> str | None:
@@ -123,11 +181,18 @@ def _encoder_shape(folder: Path) -> dict:
     return shape
 
 
-def _sample_length(shape: dict) -> int:
-    return min(SAMPLE_MAX_LENGTH, shape.get("max_seq_length") or SAMPLE_MAX_LENGTH)
+def _sample_length(shape: dict, max_length: int | None = None) -> int:
+    """The run's max length (else the encoder's trained one), capped at `SAMPLE_MAX_LENGTH`."""
+    return min(SAMPLE_MAX_LENGTH, max_length or shape.get("max_seq_length") or SAMPLE_MAX_LENGTH)
 
 
-def choice_key(folder: Path, candidates: list[tuple[str, str]], min_cosine: float = GUARD_COSINE) -> dict:
+def choice_key(
+    folder: Path,
+    candidates: list[tuple],
+    min_cosine: float = GUARD_COSINE,
+    max_length: int | None = None,
+    batch_size: int | None = None,
+) -> dict:
     """Everything a measured choice depends on: a change in any of these measures again."""
     shape = _encoder_shape(folder)
     return {
@@ -135,9 +200,9 @@ def choice_key(folder: Path, candidates: list[tuple[str, str]], min_cosine: floa
         "cpu": cpu_name(),
         "threads": torch.get_num_threads(),
         "packages": {name: _package_version(name) for name in _VERSIONED_PACKAGES},
-        "candidates": [f"{backend} {precision}" for backend, precision in candidates],
+        "candidates": [candidate_name(candidate) for candidate in candidates],
         "encoder": shape,
-        "sample": [SAMPLE_ROWS, _sample_length(shape)],
+        "sample": [SAMPLE_ROWS, _sample_length(shape, max_length), batch_size or DEFAULT_BATCH, STREAM_BATCH],
     }
 
 
@@ -145,11 +210,14 @@ def _key_id(key: dict) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _sample_texts(count: int) -> list[str]:
-    """`count` fixed texts of 60 to 90 words (rotations of one paragraph): a length mix like a sorted batch."""
-    words = _SAMPLE_TEXT
+def _sample_texts(count: int, length: int) -> list[str]:
+    """`count` fixed texts (rotations of one paragraph) from 3/4 of `length` tokens to past it (truncated there):
+    the lengths of the first, longest, batches of a length-sorted run."""
+    words = _SAMPLE_TEXT * (1 + length // len(_SAMPLE_TEXT))
     return [
-        " ".join((words[i * 7 % len(words) :] + words)[: 60 + (i * 30) // max(1, count - 1)])
+        " ".join(
+            (words[i * 7 % len(_SAMPLE_TEXT) :] + words)[: int(length * (0.6 + 0.4 * i / max(1, count - 1)))]
+        )
         for i in range(count)
     ]
 
@@ -198,31 +266,44 @@ def _write_cache(path: Path, choices: dict) -> bool:
         return False
 
 
-def _measure(folder: Path, role: str, candidates: list[tuple[str, str]], min_cosine: float) -> dict:
+def _measure(
+    folder: Path,
+    role: str,
+    candidates: list[tuple],
+    min_cosine: float,
+    max_length: int | None = None,
+    batch_size: int | None = None,
+) -> dict:
     """Encode the sample with each candidate: its embeddings' min cosine to the reference's (the first) and its
-    best time over `TIMED_ROUNDS` interleaved rounds (interleaved, so a burst of load hits all alike)."""
+    best time over `TIMED_ROUNDS` interleaved rounds (interleaved, so a burst of load hits all alike). Unstreamed
+    candidates read the sample in batches of the run's size, streamed ones in `STREAM_BATCH`es."""
     from transformers import AutoTokenizer
 
     from ..encoding import encode
     from .backends import load_encoder
 
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    texts = _sample_texts(SAMPLE_ROWS)
-    length = _sample_length(_encoder_shape(folder))
+    length = _sample_length(_encoder_shape(folder), max_length)
+    texts = _sample_texts(SAMPLE_ROWS, length)
+    batch = min(batch_size or DEFAULT_BATCH, SAMPLE_ROWS)
 
-    def run(model, precision):
-        return encode(model, tokenizer, texts, batch_size=SAMPLE_ROWS, max_length=length, precision=precision)
+    def run(model, precision, streams):
+        size = STREAM_BATCH if streams > 1 else batch
+        return encode(
+            model, tokenizer, texts, batch_size=size, max_length=length, precision=precision, streams=streams
+        )
 
     loaded, results, reference, torch_model = {}, {}, None, None
-    for backend, precision in candidates:
-        name = f"{backend} {precision}"
+    for candidate in candidates:
+        (backend, precision), streams, name = candidate[:2], _streams(candidate), candidate_name(candidate)
         try:
             if backend == "torch" and torch_model is not None:  # torch's precisions share one model
                 model, applied = torch_model, precision
             else:
                 model, applied = load_encoder(folder, role, backend=backend, precision=precision)
                 torch_model = model if backend == "torch" else torch_model
-            vectors = torch.from_numpy(run(model, applied))
+            run(model, applied, streams)  # warm-up: first calls allocate and pick kernels
+            vectors = torch.from_numpy(run(model, applied, streams))
         except Exception as error:  # noqa: BLE001 (a candidate that cannot run is rejected, never fatal)
             if reference is None:
                 raise
@@ -235,21 +316,21 @@ def _measure(folder: Path, role: str, candidates: list[tuple[str, str]], min_cos
         if cosine < min_cosine:
             results[name]["rejected"] = f"cosine {cosine:.6f} < {min_cosine}"
         else:
-            loaded[name] = (model, applied)
+            loaded[name] = (model, applied, streams)
     seconds = {name: float("inf") for name in loaded}
     for _ in range(TIMED_ROUNDS):
-        for name, (model, precision) in loaded.items():
+        for name, (model, precision, streams) in loaded.items():
             start = time.perf_counter()
-            run(model, precision)
+            run(model, precision, streams)
             seconds[name] = min(seconds[name], time.perf_counter() - start)
     for name, value in seconds.items():
         results[name]["seconds"] = round(value, 5)
     return results
 
 
-def _decide(candidates: list[tuple[str, str]], results: dict) -> dict:
+def _decide(candidates: list[tuple], results: dict, batch_size: int | None = None) -> dict:
     """The cache entry: the fastest candidate that passed, if it beats the reference by `MIN_SPEEDUP`."""
-    names = [f"{backend} {precision}" for backend, precision in candidates]
+    names = [candidate_name(candidate) for candidate in candidates]
     reference = names[0]
     timed = [name for name in names if "seconds" in results.get(name, {})]
     speedups = {name: results[reference]["seconds"] / results[name]["seconds"] for name in timed}
@@ -270,10 +351,13 @@ def _decide(candidates: list[tuple[str, str]], results: dict) -> dict:
         )
     else:
         reason = f"{speedups[best]:.2f}x {reference} on this CPU, cosine {results[best]['cosine']:.5f}"
-    backend, precision = best.split()
+    chosen = candidates[names.index(best)]
+    streams = _streams(chosen)
     return {
-        "backend": backend,
-        "precision": precision,
+        "backend": chosen[0],
+        "precision": chosen[1],
+        "streams": streams,
+        "batch_size": STREAM_BATCH if streams > 1 else batch_size,
         "reason": reason,
         "measurements": results,
         "measured_at": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -283,10 +367,13 @@ def _decide(candidates: list[tuple[str, str]], results: dict) -> dict:
 def choose_backend(
     path: str | os.PathLike,
     role: str,
-    candidates: list[tuple[str, str]] | None = None,
+    candidates: list[tuple] | None = None,
     min_cosine: float = GUARD_COSINE,
+    max_length: int | None = None,
+    batch_size: int | None = None,
 ) -> BackendChoice:
-    """The backend and precision `auto` encodes `role` texts of `path` with (see the module docstring).
+    """The backend and precision (and CPU streams) `auto` encodes `role` texts of `path` with (see the module
+    docstring), measured at the run's `max_length` and `batch_size` where given.
 
     `candidates` default to `available_candidates()`; the first is the reference, and a candidate whose sample
     embeddings fall below `min_cosine` to the reference's is rejected. An ONNX export has no torch
@@ -304,20 +391,17 @@ def choose_backend(
     if not candidates:
         raise ValueError(f"backend auto: no candidate backend can run {folder}")
     if len(candidates) == 1:
-        return BackendChoice(*candidates[0], reason="the only candidate")
+        return BackendChoice(*candidates[0][:2], reason="the only candidate", streams=_streams(candidates[0]))
 
-    key = choice_key(folder, candidates, min_cosine)
+    key = choice_key(folder, candidates, min_cosine, max_length, batch_size)
     key_id, file = _key_id(key), cache_file()
     choices = _read_cache(file)
     entry = choices.get(key_id)
     if _valid_entry(entry) and entry.get("key") == key:
-        return BackendChoice(entry["backend"], entry["precision"], f"{entry['reason']}; cached in {file}")
+        return _choice(entry, f"{entry['reason']}; cached in {file}", measured=False)
     start, load = time.perf_counter(), _load_average()
-    entry = {
-        "key": key,
-        **_decide(candidates, _measure(folder, role, candidates, min_cosine)),
-        "load_average": load,
-    }
+    measurements = _measure(folder, role, candidates, min_cosine, max_length, batch_size)
+    entry = {"key": key, **_decide(candidates, measurements, batch_size), "load_average": load}
     choices[key_id] = entry
     saved = f"cached in {file}" if _write_cache(file, choices) else "not cached"
     busy = ""
@@ -325,7 +409,18 @@ def choose_backend(
         busy = f"; the CPU was busy (load average {load:.1f} on {os.cpu_count()} cores): delete {file} to measure again"
     took = time.perf_counter() - start
     reason = f"{entry['reason']}; measured in {took:.1f}s, {saved}{busy}"
-    return BackendChoice(entry["backend"], entry["precision"], reason, True)
+    return _choice(entry, reason, measured=True)
+
+
+def _choice(entry: dict, reason: str, measured: bool) -> BackendChoice:
+    return BackendChoice(
+        entry["backend"],
+        entry["precision"],
+        reason,
+        measured,
+        streams=entry.get("streams", 1),
+        batch_size=entry.get("batch_size"),
+    )
 
 
 def _load_average() -> float | None:
@@ -337,21 +432,31 @@ def _load_average() -> float | None:
 
 
 def resolve_backend(
-    path: str | os.PathLike, role: str, precision: str | None = None
+    path: str | os.PathLike,
+    role: str,
+    precision: str | None = None,
+    *,
+    num_texts: int | None = None,
+    max_length: int | None = None,
+    batch_size: int | None = None,
 ) -> tuple[str, str, BackendChoice]:
-    """`(backend, precision, choice)` for `backend="auto"`.
+    """`(backend, precision, choice)` for `backend="auto"`; `choice.streams` / `choice.batch_size` say how to
+    encode. `num_texts`, `max_length`, `batch_size`: the run's, where known (see `available_candidates` and
+    `choose_backend`).
 
     `precision` None: fp32 quality, i.e. every candidate (torch bf32 included) under the cosine guard. "fp32":
     fp32 math only (bf32 left out). Any other precision is an explicit request: the first installed backend
     offering it (torch for bf32/bf16/fp16, ONNX Runtime or OpenVINO for int8), untimed.
     """
-    from .backends import BACKEND_PRECISIONS
+    from ..models.pair import encoder_dir
+    from .backends import BACKEND_PRECISIONS, cached_onnx_export
 
     if precision is None or precision == "fp32":
-        candidates = available_candidates()
+        exported = cached_onnx_export(encoder_dir(path, role)) is not None
+        candidates = available_candidates(num_texts, exported)
         if precision == "fp32":
             candidates = [candidate for candidate in candidates if candidate[1] == "fp32"]
-        choice = choose_backend(path, role, candidates)
+        choice = choose_backend(path, role, candidates, max_length=max_length, batch_size=batch_size)
         return choice.backend, choice.precision, choice
     for backend, precisions in BACKEND_PRECISIONS.items():
         if precision in precisions and installed(backend):

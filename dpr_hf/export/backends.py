@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from transformers.utils import logging
 
@@ -35,21 +37,77 @@ def onnx_cache_dir() -> Path:
     return cache_dir() / "onnx"
 
 
+def _onnx_cache_folder(model_dir: Path) -> Path:
+    from ..models.fingerprints import pretrained_fingerprint
+
+    # Two towers may hold the same weights (a pair made from one base model): the model type (question /
+    # passage encoder, reader) is part of the key, or one tower's export would stand in for the other.
+    model_type = json.loads((model_dir / "config.json").read_text()).get("model_type", "model")
+    return onnx_cache_dir() / f"{pretrained_fingerprint(model_dir).split(':')[-1][:32]}-{model_type}"
+
+
+def cached_onnx_export(model_dir: str | os.PathLike, quantized: bool = False) -> Path | None:
+    """The fp32 (or int8) ONNX export of `model_dir` if one exists already (it is one, or it is in the cache)."""
+    from .onnx import INFO_FILE, INT8_FILE, ONNX_FILE
+
+    model_dir = Path(model_dir)
+    folder = model_dir if (model_dir / INFO_FILE).is_file() else _onnx_cache_folder(model_dir)
+    return folder if (folder / (INT8_FILE if quantized else ONNX_FILE)).is_file() else None
+
+
 def onnx_export_of(model_dir: str | os.PathLike, quantized: bool = False) -> Path:
     """`model_dir` itself when it is an ONNX export; otherwise its export in `onnx_cache_dir()`, made once."""
-    from ..models.fingerprints import pretrained_fingerprint
     from .onnx import INFO_FILE, INT8_FILE, ONNX_FILE, export_onnx
 
     model_dir = Path(model_dir)
     if (model_dir / INFO_FILE).is_file():
         return model_dir
-    # Two towers may hold the same weights (a pair made from one base model): the model type (question /
-    # passage encoder, reader) is part of the key, or one tower's export would stand in for the other.
-    model_type = json.loads((model_dir / "config.json").read_text()).get("model_type", "model")
-    folder = onnx_cache_dir() / f"{pretrained_fingerprint(model_dir).split(':')[-1][:32]}-{model_type}"
+    folder = _onnx_cache_folder(model_dir)
     if not (folder / (INT8_FILE if quantized else ONNX_FILE)).is_file():
         export_onnx(model_dir, folder, quantize=quantized, overwrite=True)
     return folder
+
+
+@dataclass(frozen=True)
+class PreparedEncoder:
+    """An encoder ready for `dpr_hf.encoding.encode`, with how to call it: `precision` (None: applied at load
+    time), `streams` and `batch_size` (None: the caller's; set where `auto` measured a plan)."""
+
+    model: Any
+    precision: str | None
+    streams: int = 1
+    batch_size: int | None = None
+
+    def encode_kwargs(self, batch_size: int | None = None) -> dict:
+        """`encode`'s precision / streams / batch_size: an explicit `batch_size` wins and then runs unstreamed
+        (auto's streams were measured at its own batch size)."""
+        if batch_size is not None:
+            return {"precision": self.precision, "streams": 1, "batch_size": batch_size}
+        return {"precision": self.precision, "streams": self.streams, "batch_size": self.batch_size or 64}
+
+
+def prepare_encoder(
+    path: str | os.PathLike,
+    role: str,
+    backend: str = "torch",
+    precision: str | None = None,
+    *,
+    num_texts: int | None = None,
+    max_length: int | None = None,
+    batch_size: int | None = None,
+) -> PreparedEncoder:
+    """`load_encoder`, plus the plan `backend="auto"` measured (streams, batch size) for a run of `num_texts`
+    texts at `max_length` tokens in batches of `batch_size` (each None where not known)."""
+    from .auto import AUTO, resolve_backend
+
+    if backend != AUTO:
+        return PreparedEncoder(*_load_encoder(path, role, backend, precision))
+    backend, precision, choice = resolve_backend(
+        path, role, precision, num_texts=num_texts, max_length=max_length, batch_size=batch_size
+    )
+    logger.warning(choice.describe())
+    model, precision = _load_encoder(path, role, backend, precision)
+    return PreparedEncoder(model, precision, choice.streams, choice.batch_size)
 
 
 def load_encoder(path: str | os.PathLike, role: str, backend: str = "torch", precision: str | None = None):
@@ -58,15 +116,18 @@ def load_encoder(path: str | os.PathLike, role: str, backend: str = "torch", pre
     None where the backend applied it at load time (int8 picks the quantised ONNX model).
 
     `backend="auto"` picks the fastest backend on this machine whose embeddings stay within cosine 0.999 of
-    torch fp32, measured once and cached (`dpr_hf.export.auto`), and logs one line saying what and why."""
+    torch fp32, measured once and cached (`dpr_hf.export.auto`), and logs one line saying what and why; its
+    streamed plan needs `prepare_encoder`, which also says how to call `encode`."""
+    prepared = prepare_encoder(path, role, backend, precision)
+    return prepared.model, prepared.precision
+
+
+def _load_encoder(path: str | os.PathLike, role: str, backend: str, precision: str | None):
     from ..models.modeling import PassageEncoder, QuestionEncoder
     from ..models.pair import encoder_dir
-    from .auto import AUTO, resolve_backend
+    from .auto import AUTO
     from .onnx import load_onnx_model
 
-    if backend == AUTO:
-        backend, precision, choice = resolve_backend(path, role, precision)
-        logger.warning(choice.describe())
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {(*BACKENDS, AUTO)}, got {backend!r}")
     precision = precision or "fp32"

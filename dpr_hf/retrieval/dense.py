@@ -24,6 +24,8 @@ class DenseRetriever:
         batch_size: questions encoded (and searched) at once.
         max_length: question tokens read; default the encoder's trained `config.max_seq_length`.
         precision: None/"fp32", "bf32" (CPU), "bf16" or "fp16" for the question encoder (`precision_context`).
+        streams, encode_batch_size: CPU streams and questions per forward pass of `encode` (default one stream
+            of `batch_size`): the plan `--backend auto` measured (`dpr_hf.export.prepare_encoder`).
     """
 
     def __init__(
@@ -34,6 +36,8 @@ class DenseRetriever:
         batch_size: int = 128,
         max_length: int | None = None,
         precision: str | None = None,
+        streams: int = 1,
+        encode_batch_size: int | None = None,
     ):
         if question_encoder.config.embedding_dim != index.embedding_dim:
             raise MismatchError(
@@ -46,6 +50,7 @@ class DenseRetriever:
         self.batch_size = batch_size
         self.max_length = max_length
         self.precision = precision
+        self.streams, self.encode_batch_size = streams, encode_batch_size
 
     @classmethod
     def from_pretrained(
@@ -67,9 +72,10 @@ class DenseRetriever:
             self.question_encoder,
             self.tokenizer,
             list(questions),
-            batch_size=self.batch_size,
+            batch_size=self.encode_batch_size or self.batch_size,
             max_length=self.max_length,
             precision=self.precision,
+            streams=self.streams,
         )
 
     def search(
