@@ -4,6 +4,7 @@ its choices for a budget and the free disk, and `build-index --memory-budget`.""
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 
@@ -128,8 +129,15 @@ def test_recall_is_interpolated_in_log_n_between_measurements_and_extrapolation_
     plan = estimate("IVF16384,SQ8", WIKIPEDIA, 768)
     assert "extrapolated from 100K and 1M, beyond the measured range" in plan.describe()
     assert "measured at 1M" in estimate("IVF4096,SQ8", 1_000_000, 384).describe()
-    # Below the first measurement: that measurement.
-    assert recall_estimate("HNSW", 20_000)[0] == recall_estimate("HNSW", 100_000)[0]
+    # Below 100K recall falls on these vectors too (measured at 20K); below the first measurement, its figure.
+    assert recall_estimate("IVF-SQ8", 20_000) == (0.7744, "measured at 20K, synthetic 384-dim vectors")
+    assert recall_estimate("IVF-SQ8", 50_000)[0] == pytest.approx(
+        0.7744 + (0.9967 - 0.7744) * math.log10(2.5) / math.log10(5)
+    )
+    assert recall_estimate("HNSW", 5_000) == (
+        0.9163,
+        "not measured below 20K: the 20K figure, synthetic 384-dim vectors",
+    )
 
 
 def test_a_single_measurement_is_kept_at_every_size_and_says_so():
