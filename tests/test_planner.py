@@ -117,17 +117,25 @@ def test_recall_is_interpolated_in_log_n_between_measurements_and_extrapolation_
         recall_estimate("IVF-PQ", 100_000)[0] == 0.9388 and recall_estimate("IVF-PQ", 1_000_000)[0] == 0.3602
     )
     assert "measured at 1M" in recall_estimate("IVF-SQ8", 1_000_000)[1]
-    # Half-way in log10(N) between 100K and 1M: half-way between the two recalls.
-    middle, basis = recall_estimate("IVF-PQ", round(10**5.5))
-    assert middle == pytest.approx((0.9388 + 0.3602) / 2, abs=1e-4) and "interpolated" in basis
+    # Half-way in log10(N) between two measurements (HNSW: 100K and 1M): half-way between their recalls.
+    middle, basis = recall_estimate("HNSW", round(10**5.5))
+    assert middle == pytest.approx((0.989 + 0.875) / 2, abs=1e-4)
+    assert basis.startswith("interpolated between the 100K and 1M measurements")
+    middle, basis = recall_estimate("IVF-PQ", round(math.sqrt(100_000 * 300_000)))
+    assert middle == pytest.approx((0.9388 + 0.5816) / 2, abs=1e-4) and "100K and 300K" in basis
     # On-disk IVF answers like its in-memory twin.
-    assert recall_estimate("IVF-SQ8-OnDisk", 300_000) == recall_estimate("IVF-SQ8", 300_000)
-    # Past 1M the line goes on, clipped to [0, 1], and the plan says it is an extrapolation.
+    assert recall_estimate("IVF-SQ8-OnDisk", 500_000) == recall_estimate("IVF-SQ8", 500_000)
+    # Past 1M the line through the last two points goes on, clipped to [0, 1], and the plan says it is an
+    # extrapolation.
     sq8, basis = recall_estimate("IVF-SQ8", 10_000_000)
-    assert sq8 == pytest.approx(0.9855 - (0.9967 - 0.9855)) and "extrapolated from 100K and 1M" in basis
+    assert sq8 == pytest.approx(0.9855 + (0.9855 - 0.9889) / math.log10(1 / 0.3))
+    assert "extrapolated from 300K and 1M" in basis
+    assert recall_estimate("HNSW", 10_000_000)[0] == pytest.approx(0.875 - (0.989 - 0.875))
     assert recall_estimate("IVF-PQ", WIKIPEDIA)[0] == 0.0
-    plan = estimate("IVF16384,SQ8", WIKIPEDIA, 768)
-    assert "extrapolated from 100K and 1M, beyond the measured range" in plan.describe()
+    assert (
+        "extrapolated from 100K and 1M, beyond the measured range"
+        in estimate("HNSW32", WIKIPEDIA, 768).describe()
+    )
     assert "measured at 1M" in estimate("IVF4096,SQ8", 1_000_000, 384).describe()
     # Below 100K recall falls on these vectors too (measured at 20K); below the first measurement, its figure.
     assert recall_estimate("IVF-SQ8", 20_000) == (0.7744, "measured at 20K, synthetic 384-dim vectors")

@@ -85,6 +85,7 @@ class RecallPoint:
 _PLANNER_1M = "python benchmarks/index_planner.py --num-vectors 1000000 --families IVF-SQ8 IVF-SQ8-OnDisk IVF-PQ IVF-PQ-OnDisk"
 _PLANNER_100K = "python benchmarks/index_planner.py (100K calibration run; IVF: --families IVF-SQ8 IVF-SQ8-OnDisk IVF-PQ IVF-PQ-OnDisk)"
 _PLANNER_20K = "python benchmarks/index_planner.py --num-vectors 20000 --families HNSW IVF-SQ8 IVF-PQ"
+_PLANNER_300K = "python benchmarks/index_planner.py --num-vectors 300000 --families IVF-SQ8 IVF-PQ"
 # search.py's vectors: the same 1,000 clusters in 384 dims with noise 0.7 (index_planner.py's: 0.5; at 100K its HNSW32
 # measured 0.984 there, 0.989 here). Its 1M HNSW32 build adds all vectors at once, as PassageIndex.build now does.
 _SEARCH_1M = "python benchmarks/search.py (2026-12-02T05:07, idle; recall@100 of PassageIndex.search_rows)"
@@ -102,11 +103,13 @@ RECALL_POINTS: dict[str, tuple[RecallPoint, ...]] = {
     "IVF-SQ8": (
         RecallPoint(20_000, 0.7744, "IVF512,SQ8", "nprobe 32", _PLANNER_20K),
         RecallPoint(100_000, 0.9967, "IVF1024,SQ8", "nprobe 32", _PLANNER_100K),
+        RecallPoint(300_000, 0.9889, "IVF2048,SQ8", "nprobe 32", _PLANNER_300K),
         RecallPoint(1_000_000, 0.9855, "IVF4096,SQ8", "nprobe 32", _PLANNER_1M),
     ),
     "IVF-PQ": (
         RecallPoint(20_000, 0.5567, "IVF512,PQ48", "nprobe 32", _PLANNER_20K),
         RecallPoint(100_000, 0.9388, "IVF1024,PQ48", "nprobe 32", _PLANNER_100K),
+        RecallPoint(300_000, 0.5816, "IVF2048,PQ48", "nprobe 32", _PLANNER_300K),
         RecallPoint(1_000_000, 0.3602, "IVF4096,PQ48", "nprobe 32", _PLANNER_1M),
     ),
 }
