@@ -2,11 +2,12 @@
 
 For Flat, HNSW32, IVF-SQ8 and IVF-PQ (the factories the planner picks for N x dim): build through
 `PassageIndex.build`, save (vectors once, and with `keep_embeddings`), and record the build time, the anonymous
-RSS peak of the build (and an on-disk build's peak disk), index.faiss and passages/ bytes per passage, and recall@100 against exact search; beside
-each, the planner's estimate (its time rates come from such a run at 1M: measured seconds / the work it counts; its
-recall from a table of such runs, interpolated in log10(N), with a note saying measured / interpolated /
-extrapolated). Vectors: synthetic, 1,000 normalised Gaussian clusters (benchmarks/index_scaling.py),
-queries held out from the same clusters; passages carry ~600 bytes of text like DPR's 100-word passages.
+RSS peak of the build (and an on-disk build's peak disk), index.faiss and passages/ bytes per passage, and
+recall@100 against exact search; beside each, the planner's estimate (its time rates come from such a run at 1M:
+measured seconds / the work it counts; its recall from a table of such runs, interpolated in log10(N), with a note
+saying measured / interpolated / extrapolated). Vectors: synthetic, 1,000 normalised Gaussian clusters
+(benchmarks/index_scaling.py), queries held out from the same clusters; passages carry ~600 bytes of text like
+DPR's 100-word passages.
 
     python benchmarks/index_planner.py [--num-vectors 100000] [--dim 384]
     python benchmarks/index_planner.py --families IVF-SQ8-OnDisk IVF-PQ-OnDisk   # lists in index.ivfdata

@@ -137,6 +137,12 @@ def test_recall_is_interpolated_in_log_n_between_measurements_and_extrapolation_
         in estimate("HNSW32", WIKIPEDIA, 768).describe()
     )
     assert "measured at 1M" in estimate("IVF4096,SQ8", 1_000_000, 384).describe()
+    # Another factory of the family than the planner's own: the figure says what it was measured with.
+    assert (
+        "measured with the planner's IVF4096,SQ8, not IVF65536,SQ8"
+        in estimate("IVF65536,SQ8", 10**6, 384).describe()
+    )
+    assert "not HNSW16" in estimate("HNSW16", 10**6, 384).recall_basis
     # Below 100K recall falls on these vectors too (measured at 20K); below the first measurement, its figure.
     assert recall_estimate("IVF-SQ8", 20_000) == (0.7744, "measured at 20K, synthetic 384-dim vectors")
     assert recall_estimate("IVF-SQ8", 50_000)[0] == pytest.approx(
@@ -186,7 +192,8 @@ def test_the_free_disk_at_the_output_takes_part_in_the_pick_and_refuses(tmp_path
     # Room for nothing: refused, naming the folder, the nearest existing folder, the need and the free space.
     with pytest.raises(
         PlanError,
-        match=rf"fits the disk: IVF4096,PQ48(,OnDisk)? over 1,000,000 x 384 needs 682\.\d\d MB of disk for {target}, but {tmp_path} has 1\.00 MB free",
+        match=rf"fits the disk: IVF4096,PQ48(,OnDisk)? over 1,000,000 x 384 needs 682\.\d\d MB of disk "
+        rf"for {target}, but {tmp_path} has 1\.00 MB free",
     ):
         plan_index(n, dim, 16 * GB, output_dir=target, free_bytes=10**6)
     # A factory given wins, and is checked against the disk too; keeping the vectors counts.
@@ -237,7 +244,8 @@ def test_cli_build_index_plans_within_the_budget_and_refuses_what_cannot_fit(tmp
 
 
 def test_cli_build_index_refuses_an_output_on_a_full_disk(tmp_path, capsys):
-    """procfs reports no free space: the plan is refused before building; --no-disk-check builds, and the save fails."""
+    """procfs reports no free space: the plan is refused before building; with --no-disk-check the index is built
+    and its save fails."""
     _dataset(2_000, 16).save_to_disk(str(tmp_path / "emb"))
     base = ["build-index", "--embeddings", str(tmp_path / "emb"), "--output", "/proc/dpr-hf-index"]
     assert main(base) == 2

@@ -82,12 +82,14 @@ class RecallPoint:
     command: str
 
 
-_PLANNER_1M = "python benchmarks/index_planner.py --num-vectors 1000000 --families IVF-SQ8 IVF-SQ8-OnDisk IVF-PQ IVF-PQ-OnDisk"
-_PLANNER_100K = "python benchmarks/index_planner.py (100K calibration run; IVF: --families IVF-SQ8 IVF-SQ8-OnDisk IVF-PQ IVF-PQ-OnDisk)"
+_IVF_FAMILIES = "--families IVF-SQ8 IVF-SQ8-OnDisk IVF-PQ IVF-PQ-OnDisk"
+_PLANNER_1M = f"python benchmarks/index_planner.py --num-vectors 1000000 {_IVF_FAMILIES}"
+_PLANNER_100K = f"python benchmarks/index_planner.py (the 100K calibration run; IVF: {_IVF_FAMILIES})"
 _PLANNER_20K = "python benchmarks/index_planner.py --num-vectors 20000 --families HNSW IVF-SQ8 IVF-PQ"
 _PLANNER_300K = "python benchmarks/index_planner.py --num-vectors 300000 --families IVF-SQ8 IVF-PQ"
-# search.py's vectors: the same 1,000 clusters in 384 dims with noise 0.7 (index_planner.py's: 0.5; at 100K its HNSW32
-# measured 0.984 there, 0.989 here). Its 1M HNSW32 build adds all vectors at once, as PassageIndex.build now does.
+# search.py's vectors: the same 1,000 clusters in 384 dims with noise 0.7 (index_planner.py's: 0.5; at 100K
+# HNSW32 measured 0.984 there, 0.989 here). Its 1M HNSW32 build adds all vectors at once, as PassageIndex.build
+# now does.
 _SEARCH_1M = "python benchmarks/search.py (2026-12-02T05:07, idle; recall@100 of PassageIndex.search_rows)"
 # Measured recall@100 vs Flat per family (an on-disk IVF gives its in-memory twin's results), 384-dim synthetic
 # clustered vectors, queries held out from the same clusters: a stress test with many near-ties, not a forecast
@@ -113,11 +115,14 @@ RECALL_POINTS: dict[str, tuple[RecallPoint, ...]] = {
         RecallPoint(1_000_000, 0.3602, "IVF4096,PQ48", "nprobe 32", _PLANNER_1M),
     ),
 }
-# A family whose expected recall@100 at the corpus size is below this is not picked over a later family in the
-# order that fits and expects more: under 0.8, over a fifth of the exact top 100 is lost, more than the gaps
-# between the retrievers DPR compares, so a slower or on-disk index is the better trade. When every family that
-# fits is below it, the one expecting most is picked, and its plan says so.
 RECALL_FLOOR = 0.8
+"""Expected recall@100 under which a family is not picked over a later one in the order that fits and expects more.
+
+Why: under 0.8 over a fifth of the passages exact search ranks in the top 100 are missing, so what the reader
+sees depends more on the index than on the encoder; a slower (Flat) or on-disk (IVF-SQ8) index that fits loses
+far less (0.99 at 1M). When every family that fits is below it, the one expecting most is still picked (a plan
+beats a refusal), and its printed plan says it is below the floor.
+"""
 
 
 class PlanError(ValueError):
@@ -135,9 +140,7 @@ class IndexPlan:
     search_ram_bytes: int  # resident while serving: the FAISS index
     build_ram_bytes: int  # peak while building: the index plus training sample or transient copy
     index_bytes: int  # index.faiss on disk
-    disk_bytes: (
-        int  # the whole folder: index.faiss (+ index.ivfdata) + passages/ (texts, no vectors unless kept)
-    )
+    disk_bytes: int  # the folder: index.faiss (+ index.ivfdata) + passages/ (texts; vectors if kept)
     build_seconds: float
     recall_at_100: float  # vs exact search, at this N (see `recall_estimate`)
     recall_basis: str  # where recall_at_100 comes from: measured, interpolated or extrapolated
@@ -357,7 +360,8 @@ def build_seconds(factory: str, num_passages: int, dim: int) -> float:
     sample = training_sample(n, nlist)
     # Coarse k-means on the sample (subsampled to 256 per centroid), 2 * d flops per vector-centroid pair.
     flops = 2 * min(sample, KMEANS_POINTS_PER_CENTROID * nlist) * nlist * d * IVF_KMEANS_ITERATIONS
-    # The encoder trains on residuals: its training vectors (SQ8: the sample; PQ: 256 per codeword) assigned to lists.
+    # The encoder trains on residuals: its training vectors (SQ8: the sample; PQ: 256 per codeword) are assigned
+    # to lists.
     pq_sample = min(sample, KMEANS_POINTS_PER_CENTROID * PQ_CENTROIDS)
     flops += 2 * (pq_sample if family == "IVF-PQ" else sample) * nlist * d
     flops += 2 * n * nlist * d  # assigning every vector to its list
@@ -424,6 +428,10 @@ def estimate(
             index = lists + trained
             build = index + sample + 2 * ADD_BATCH * vector
     recall, basis = recall_estimate(family, n)
+    if family != "Flat" and factory != factory_for(
+        family, n, d
+    ):  # e.g. another nlist or PQ size via --factory
+        basis += f"; measured with the planner's {factory_for(family, n, d)}, not {factory}"
     return IndexPlan(
         factory=factory,
         family=family,
