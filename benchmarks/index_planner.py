@@ -2,9 +2,12 @@
 
 For Flat, HNSW32, IVF-SQ8 and IVF-PQ (the factories the planner picks for N x dim): build through
 `PassageIndex.build`, save (vectors once, and with `keep_embeddings`), and record the build time, the anonymous
-RSS peak of the build, index.faiss and passages/ bytes per passage, and recall@100 against exact search; beside
-each, the planner's estimate (its time constants come from such a run: measured seconds / the work it counts). Vectors: synthetic, 1,000 normalised Gaussian clusters (benchmarks/index_scaling.py),
-queries held out from the same clusters; passages carry ~600 bytes of text like DPR's 100-word passages.
+RSS peak of the build (and an on-disk build's peak disk), index.faiss and passages/ bytes per passage, and
+recall@100 against exact search; beside each, the planner's estimate (its time rates come from such a run at 1M:
+measured seconds / the work it counts; its recall from a table of such runs, interpolated in log10(N), with a note
+saying measured / interpolated / extrapolated). Vectors: synthetic, 1,000 normalised Gaussian clusters
+(benchmarks/index_scaling.py), queries held out from the same clusters; passages carry ~600 bytes of text like
+DPR's 100-word passages.
 
     python benchmarks/index_planner.py [--num-vectors 100000] [--dim 384]
     python benchmarks/index_planner.py --families IVF-SQ8-OnDisk IVF-PQ-OnDisk   # lists in index.ivfdata
@@ -38,7 +41,17 @@ def _anon_mb() -> float:
 
 
 def _folder_bytes(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    """Bytes of the files under `folder`, 0 when it is gone (files deleted while counted are left out)."""
+    total = 0
+    try:
+        for path in folder.rglob("*"):
+            try:
+                total += path.stat().st_size if path.is_file() else 0
+            except FileNotFoundError:
+                continue
+    except FileNotFoundError:
+        pass
+    return total
 
 
 def _dataset(vectors: np.ndarray, path: Path) -> Dataset:
@@ -85,16 +98,18 @@ def main() -> None:
     try:
         for family in args.families:
             factory = factory_for(family, n, dim)
-            peak, done = [_anon_mb()], threading.Event()
+            on_disk_dir = work / "ondisk-build" if split_on_disk(factory)[1] else None
+            peak, peak_disk, done = [_anon_mb()], [0], threading.Event()
             base = peak[0]
 
-            def sample(peak=peak, done=done):
+            def sample(peak=peak, peak_disk=peak_disk, done=done, on_disk_dir=on_disk_dir):
                 while not done.wait(0.02):
                     peak[0] = max(peak[0], _anon_mb())
+                    if on_disk_dir is not None:  # shard files, then the merged lists beside them
+                        peak_disk[0] = max(peak_disk[0], _folder_bytes(on_disk_dir))
 
             threading.Thread(target=sample, daemon=True).start()
             started = time.perf_counter()
-            on_disk_dir = work / "ondisk-build" if split_on_disk(factory)[1] else None
             index = PassageIndex.build(dataset, factory=factory, on_disk_dir=on_disk_dir)
             build_s = time.perf_counter() - started
             done.set()
@@ -119,6 +134,10 @@ def main() -> None:
                 "folder_bytes_per_passage": round(_folder_bytes(work / "once") / n, 1),
                 "folder_bytes_per_passage_keep_embeddings": round(_folder_bytes(work / "kept") / n, 1),
                 "recall_at_100_vs_flat": round(recall, 4),
+                "planned_recall_at_100": round(planned.recall_at_100, 4),
+                "planned_recall_basis": planned.recall_basis,
+                "build_peak_disk_mb": round(peak_disk[0] / 2**20, 1),
+                "planned_build_disk_mb": round(planned.build_disk_bytes / 2**20, 1),
                 "search_parameters": index.manifest["search_parameters"],
             }
             report["runs"].append(run)

@@ -114,7 +114,7 @@ def test_cli_build_index_writes_the_on_disk_index_inside_the_output(dataset, tmp
     args = ["build-index", "--embeddings", str(tmp_path / "emb"), "--output", str(tmp_path / "index")]
     assert main([*args, "--memory-budget", "1GB", "--factory", "IVF128,SQ8,OnDisk"]) == 0
     printed = capsys.readouterr().out
-    assert f"x {DIM} dims: IVF128,SQ8,OnDisk" in printed and "0.00 GB index.ivfdata" in printed
+    assert f"x {DIM} dims: IVF128,SQ8,OnDisk" in printed and "1.44 MB index.ivfdata" in printed
     manifest = json.loads((tmp_path / "index" / "manifest.json").read_text())
     assert manifest["factory"] == "IVF128,SQ8,OnDisk" and (tmp_path / "index" / DATA_FILE).is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["emb", "index"]  # no build folder left behind
