@@ -3,12 +3,18 @@
 Importing the package registers the models and the QA system with the Auto classes (each saved with its code, so
 a folder also loads with `trust_remote_code=True` where dpr_hf is not installed) and the `open-domain-qa` and
 `dense-retrieval` pipeline tasks, so `pipeline("open-domain-qa", model=folder_or_repo)` loads a whole system.
+
+The pipeline tasks are registered when transformers' pipelines module is imported (at once if it already is):
+importing it takes ~4.5 s on a 2-core CPU (every task's processors), which a `dpr-hf encode` or a training job
+never needs. The pipeline classes load on first use too (`dpr_hf.OpenDomainQAPipeline`).
 """
 
+import importlib.abc
+import importlib.machinery
 import sys
+from typing import Any
 
 from transformers import AutoConfig, AutoModel
-from transformers.pipelines import PIPELINE_REGISTRY
 
 from ._compat import MovedModuleFinder
 from .encoding import encode_corpus, encode_passages
@@ -29,10 +35,13 @@ from .models import (
     format_passages,
     format_questions,
 )
-from .pipelines import DenseRetrievalPipeline, OpenDomainQAPipeline, QASystem, QASystemConfig
+from .pipelines.system import QASystem, QASystemConfig
 from .retrieval import BM25Retriever, DenseRetriever, HybridRetriever
 
 __version__ = "0.1.0"
+
+_PIPELINES = "transformers.pipelines"
+_LAZY = {"DenseRetrievalPipeline", "OpenDomainQAPipeline"}  # defined in dpr_hf.pipelines.open_domain_qa
 
 # dpr_hf 0.1 import paths (dpr_hf.indexing, dpr_hf.system, ...) keep working for one release.
 if not any(isinstance(finder, MovedModuleFinder) for finder in sys.meta_path):
@@ -50,12 +59,53 @@ for _config_class, _model_class in (
 
 AutoConfig.register(QASystemConfig.model_type, QASystemConfig, exist_ok=True)
 AutoModel.register(QASystemConfig, QASystem, exist_ok=True)
-PIPELINE_REGISTRY.register_pipeline(
-    "open-domain-qa", pipeline_class=OpenDomainQAPipeline, pt_model=AutoModel, type="text"
-)
-PIPELINE_REGISTRY.register_pipeline(
-    "dense-retrieval", pipeline_class=DenseRetrievalPipeline, pt_model=AutoModel, type="text"
-)
+
+
+def _register_pipelines(registry) -> None:
+    from .pipelines.open_domain_qa import DenseRetrievalPipeline, OpenDomainQAPipeline
+
+    registry.register_pipeline(
+        "open-domain-qa", pipeline_class=OpenDomainQAPipeline, pt_model=AutoModel, type="text"
+    )
+    registry.register_pipeline(
+        "dense-retrieval", pipeline_class=DenseRetrievalPipeline, pt_model=AutoModel, type="text"
+    )
+
+
+class _RegisterWithPipelines(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Loads `transformers.pipelines` as usual, then registers dpr_hf's tasks in its registry; removes itself."""
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != _PIPELINES:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is not None and spec.loader is not None:
+            self.loader, spec.loader = spec.loader, self
+        return spec
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module) -> None:
+        if self in sys.meta_path:
+            sys.meta_path.remove(self)
+        self.loader.exec_module(module)
+        _register_pipelines(module.PIPELINE_REGISTRY)
+
+
+if _PIPELINES in sys.modules:
+    _register_pipelines(sys.modules[_PIPELINES].PIPELINE_REGISTRY)
+elif not any(isinstance(finder, _RegisterWithPipelines) for finder in sys.meta_path):
+    sys.meta_path.insert(0, _RegisterWithPipelines())
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from .pipelines import open_domain_qa
+
+        return getattr(open_domain_qa, name)
+    raise AttributeError(f"module 'dpr_hf' has no attribute {name!r}")
+
 
 __all__ = [
     "BM25Retriever",

@@ -357,3 +357,22 @@ def test_bm25_retrieval_is_the_systems_bm25_index(system, qa):
             index=system.index,
             config=QASystemConfig(retriever="bm25"),
         )
+
+
+@pytest.mark.parametrize("first", ["dpr_hf", "transformers.pipelines"])
+def test_the_tasks_are_registered_whichever_is_imported_first_and_only_pipelines_pay_for_transformers_pipelines(
+    first,
+):
+    """`import dpr_hf` leaves transformers' pipelines module (seconds to import) unloaded; the tasks appear in
+    its registry the moment it is imported, or at once when it already was."""
+    code = (
+        f"import sys, importlib; importlib.import_module({first!r}); import dpr_hf\n"
+        "loaded = 'transformers.pipelines' in sys.modules\n"
+        f"assert loaded == ({first!r} == 'transformers.pipelines'), loaded\n"
+        "from transformers.pipelines import PIPELINE_REGISTRY\n"
+        "tasks = set(PIPELINE_REGISTRY.get_supported_tasks())\n"
+        "assert {'open-domain-qa', 'dense-retrieval'} <= tasks, sorted(tasks)\n"
+        "assert PIPELINE_REGISTRY.check_task('open-domain-qa')[1]['impl'] is dpr_hf.OpenDomainQAPipeline\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]

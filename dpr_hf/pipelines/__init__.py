@@ -1,6 +1,18 @@
-"""Serving: `QASystem` (one folder: encoders, reader, index, BM25) and the transformers pipelines over it."""
+"""Serving: `QASystem` (one folder: encoders, reader, index, BM25) and the transformers pipelines over it.
 
-from .open_domain_qa import DenseRetrievalPipeline, OpenDomainQAPipeline
+The pipeline classes import transformers' pipelines module (seconds): they load on first use.
+"""
+
+from typing import Any
+
 from .system import QASystem, QASystemConfig
 
 __all__ = ["DenseRetrievalPipeline", "OpenDomainQAPipeline", "QASystem", "QASystemConfig"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("DenseRetrievalPipeline", "OpenDomainQAPipeline"):
+        from . import open_domain_qa
+
+        return getattr(open_domain_qa, name)
+    raise AttributeError(f"module 'dpr_hf.pipelines' has no attribute {name!r}")
