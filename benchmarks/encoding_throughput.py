@@ -45,7 +45,7 @@ from dpr_hf.data import load_passages, load_questions
 from dpr_hf.encoding import encode, encode_passages
 from dpr_hf.evaluation.metrics import has_answer
 from dpr_hf.export import export_model_onnx, load_onnx_model
-from dpr_hf.export.auto import STREAM_BATCH
+from dpr_hf.export.auto import stream_batch_size
 from dpr_hf.models.modeling import PassageEncoder, QuestionEncoder
 
 warnings.filterwarnings("ignore", message=".*quantiz.*deprecated.*")
@@ -272,7 +272,7 @@ def main() -> None:
     streams = max(2, torch.get_num_threads())
 
     def dpr_hf_encode(model, precision, streams=1):
-        batch_size = STREAM_BATCH if streams > 1 else args.batch_size
+        batch_size = stream_batch_size(args.max_length) if streams > 1 else args.batch_size
         dataset = encode_passages(
             model, tokenizer, passages, batch_size, args.max_length, precision, False, streams=streams
         )
@@ -283,8 +283,8 @@ def main() -> None:
             texts, batch_size=args.batch_size, normalize_embeddings=False, convert_to_numpy=True
         ),
         "dpr_hf encode_passages (fp32)": lambda: dpr_hf_encode(encoder, None),
-        f"dpr_hf encode_passages (fp32, {streams} streams x {STREAM_BATCH} passages)": lambda: dpr_hf_encode(
-            encoder, None, streams
+        f"dpr_hf encode_passages (fp32, {streams} streams x {stream_batch_size(args.max_length)} passages)": lambda: (
+            dpr_hf_encode(encoder, None, streams)
         ),
         "dpr_hf encode_passages (bf32: fp32 tensors, bf16 matmul math)": lambda: dpr_hf_encode(
             encoder, "bf32"

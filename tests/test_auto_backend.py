@@ -18,9 +18,9 @@ from dpr_hf.export.auto import (
     EXPORT_MIN_TEXTS,
     GUARD_COSINE,
     MIN_SPEEDUP,
-    STREAM_BATCH,
     available_candidates,
     choose_backend,
+    stream_batch_size,
 )
 from dpr_hf.export.backends import PreparedEncoder, load_encoder, load_system, prepare_encoder
 
@@ -203,7 +203,8 @@ def test_streams_compete_where_torch_has_threads_and_their_plan_is_kept(encoder_
     choice = choose_backend(encoder_dir, "passage", [("torch", "fp32"), ("torch", "fp32", 2)], batch_size=16)
     (entry,) = _entries(cache).values()
     assert set(entry["measurements"]) == {"torch fp32", "torch fp32 x2 streams"}
-    assert (choice.streams, choice.batch_size) in ((2, STREAM_BATCH), (1, 16))
+    length = json.loads((encoder_dir / "config.json").read_text())["max_seq_length"]
+    assert (choice.streams, choice.batch_size) in ((2, stream_batch_size(min(length, 256))), (1, 16))
     again = choose_backend(encoder_dir, "passage", [("torch", "fp32"), ("torch", "fp32", 2)], batch_size=16)
     assert not again.measured and (again.streams, again.batch_size) == (choice.streams, choice.batch_size)
     assert choose_backend(
@@ -224,6 +225,10 @@ def test_onnx_candidates_need_a_run_big_enough_to_repay_the_export_or_an_export(
 def test_an_explicit_batch_size_runs_unstreamed(encoder_dir):
     prepared = prepare_encoder(encoder_dir, "passage", backend="torch")
     assert prepared.encode_kwargs() == {"precision": "fp32", "streams": 1, "batch_size": 64}
-    planned = PreparedEncoder(prepared.model, None, streams=2, batch_size=STREAM_BATCH)
-    assert planned.encode_kwargs() == {"precision": None, "streams": 2, "batch_size": STREAM_BATCH}
+    planned = PreparedEncoder(prepared.model, None, streams=2, batch_size=4)
+    assert planned.encode_kwargs() == {"precision": None, "streams": 2, "batch_size": 4}
     assert planned.encode_kwargs(100) == {"precision": None, "streams": 1, "batch_size": 100}
+
+
+def test_a_stream_reads_about_a_thousand_tokens_per_batch():
+    assert [stream_batch_size(n) for n in (256, 192, 32, 4096)] == [4, 5, 32, 1]

@@ -4,7 +4,7 @@ Which runtime is fastest depends on the CPU (AMX / AVX512-BF16 / VNNI or not), t
 versions, so it is measured rather than guessed: on first use for an encoder shape every available candidate
 encodes a fixed sample at the run's length and batch size with the actual encoder through
 `dpr_hf.encoding.encode`: torch fp32 (the reference), torch fp32 in one single-thread stream per CPU thread with
-small batches (`STREAM_BATCH`), torch bf32 where the CPU has bf16 hardware, and ONNX Runtime / OpenVINO fp32 where
+small batches (`stream_batch_size`), torch bf32 where the CPU has bf16 hardware, and ONNX Runtime / OpenVINO fp32 where
 installed and the run is big enough to repay their one-time export (`EXPORT_MIN_TEXTS`, or the export exists). A
 candidate whose embeddings fall below cosine 0.999 to the reference's is rejected; the fastest of the rest wins if
 it beats the reference by `MIN_SPEEDUP`. The choice is kept in `$DPR_HF_CACHE/backend_choice.json` under a key of
@@ -42,7 +42,7 @@ SAMPLE_ROWS = (
 )
 SAMPLE_MAX_LENGTH = 256  # tokens of the longest sample text, at most (the run's max length when shorter)
 DEFAULT_BATCH = 64  # the reference's batch size when the run's is not known
-STREAM_BATCH = 8  # texts per batch of a stream: 4-8 fastest on the 2-core box (docs/encoding.md)
+STREAM_TOKENS = 1024  # tokens per batch of a stream: 4 x 256 fastest on the 2-core box (docs/encoding.md)
 TIMED_ROUNDS = 2  # the first is also the cosine check (after an untimed warm-up on a quarter of the sample)
 # Texts a run must encode before auto exports the ONNX models to time them: an export and compile takes 10-20 s
 # per tower on 2 cores, more than a 10% faster backend saves on fewer texts.
@@ -183,6 +183,12 @@ def _encoder_shape(folder: Path) -> dict:
     return shape
 
 
+def stream_batch_size(max_length: int) -> int:
+    """Texts per batch of a CPU stream: `STREAM_TOKENS` tokens of texts read at `max_length` (4 passages of 256
+    tokens, 32 questions of 32)."""
+    return max(1, STREAM_TOKENS // max_length)
+
+
 def _sample_length(shape: dict, max_length: int | None = None) -> int:
     """The run's max length (else the encoder's trained one), capped at `SAMPLE_MAX_LENGTH`."""
     return min(SAMPLE_MAX_LENGTH, max_length or shape.get("max_seq_length") or SAMPLE_MAX_LENGTH)
@@ -204,7 +210,12 @@ def choice_key(
         "packages": {name: _package_version(name) for name in _VERSIONED_PACKAGES},
         "candidates": [candidate_name(candidate) for candidate in candidates],
         "encoder": shape,
-        "sample": [SAMPLE_ROWS, _sample_length(shape, max_length), batch_size or DEFAULT_BATCH, STREAM_BATCH],
+        "sample": [
+            SAMPLE_ROWS,
+            _sample_length(shape, max_length),
+            batch_size or DEFAULT_BATCH,
+            STREAM_TOKENS,
+        ],
     }
 
 
@@ -278,7 +289,7 @@ def _measure(
 ) -> dict:
     """Encode the sample with each candidate: its embeddings' min cosine to the reference's (the first) and its
     best time over `TIMED_ROUNDS` interleaved rounds (interleaved, so a burst of load hits all alike). Unstreamed
-    candidates read the sample in batches of the run's size, streamed ones in `STREAM_BATCH`es."""
+    candidates read the sample in batches of the run's size, streamed ones in `stream_batch_size`s."""
     from transformers import AutoTokenizer
 
     from ..encoding import encode
@@ -290,7 +301,7 @@ def _measure(
     batch = min(batch_size or DEFAULT_BATCH, SAMPLE_ROWS)
 
     def run(model, precision, streams, rows=SAMPLE_ROWS):
-        size = STREAM_BATCH if streams > 1 else batch
+        size = stream_batch_size(length) if streams > 1 else batch
         return encode(
             model,
             tokenizer,
@@ -338,7 +349,7 @@ def _measure(
     return results
 
 
-def _decide(candidates: list[tuple], results: dict, batch_size: int | None = None) -> dict:
+def _decide(candidates: list[tuple], results: dict, length: int, batch_size: int | None = None) -> dict:
     """The cache entry: the fastest candidate that passed, if it beats the reference by `MIN_SPEEDUP`."""
     names = [candidate_name(candidate) for candidate in candidates]
     reference = names[0]
@@ -367,7 +378,7 @@ def _decide(candidates: list[tuple], results: dict, batch_size: int | None = Non
         "backend": chosen[0],
         "precision": chosen[1],
         "streams": streams,
-        "batch_size": STREAM_BATCH if streams > 1 else batch_size,
+        "batch_size": stream_batch_size(length) if streams > 1 else batch_size,
         "reason": reason,
         "measurements": results,
         "measured_at": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -411,7 +422,8 @@ def choose_backend(
         return _choice(entry, f"{entry['reason']}; cached in {file}", measured=False)
     start, load = time.perf_counter(), _load_average()
     measurements = _measure(folder, role, candidates, min_cosine, max_length, batch_size)
-    entry = {"key": key, **_decide(candidates, measurements, batch_size), "load_average": load}
+    length = _sample_length(_encoder_shape(folder), max_length)
+    entry = {"key": key, **_decide(candidates, measurements, length, batch_size), "load_average": load}
     choices[key_id] = entry
     saved = f"cached in {file}" if _write_cache(file, choices) else "not cached"
     busy = ""
