@@ -9,6 +9,7 @@ importing it takes ~4.5 s on a 2-core CPU (every task's processors), which a `dp
 never needs. The pipeline classes load on first use too (`dpr_hf.OpenDomainQAPipeline`).
 """
 
+import importlib
 import importlib.abc
 import importlib.machinery
 import sys
@@ -61,19 +62,12 @@ AutoConfig.register(QASystemConfig.model_type, QASystemConfig, exist_ok=True)
 AutoModel.register(QASystemConfig, QASystem, exist_ok=True)
 
 
-def _register_pipelines(registry) -> None:
-    from .pipelines.open_domain_qa import DenseRetrievalPipeline, OpenDomainQAPipeline
-
-    registry.register_pipeline(
-        "open-domain-qa", pipeline_class=OpenDomainQAPipeline, pt_model=AutoModel, type="text"
-    )
-    registry.register_pipeline(
-        "dense-retrieval", pipeline_class=DenseRetrievalPipeline, pt_model=AutoModel, type="text"
-    )
+_TASKS_MODULE = "dpr_hf.pipelines.open_domain_qa"  # registers the tasks when it is imported
 
 
 class _RegisterWithPipelines(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Loads `transformers.pipelines` as usual, then registers dpr_hf's tasks in its registry; removes itself."""
+    """Loads `transformers.pipelines` as usual, then imports dpr_hf's pipelines module, which registers the tasks
+    (if that module is what is importing transformers' pipelines, it registers them once it is loaded)."""
 
     def find_spec(self, fullname, path, target=None):
         if fullname != _PIPELINES:
@@ -90,11 +84,11 @@ class _RegisterWithPipelines(importlib.abc.MetaPathFinder, importlib.abc.Loader)
         if self in sys.meta_path:
             sys.meta_path.remove(self)
         self.loader.exec_module(module)
-        _register_pipelines(module.PIPELINE_REGISTRY)
+        importlib.import_module(_TASKS_MODULE)
 
 
 if _PIPELINES in sys.modules:
-    _register_pipelines(sys.modules[_PIPELINES].PIPELINE_REGISTRY)
+    importlib.import_module(_TASKS_MODULE)
 elif not any(isinstance(finder, _RegisterWithPipelines) for finder in sys.meta_path):
     sys.meta_path.insert(0, _RegisterWithPipelines())
 

@@ -376,3 +376,14 @@ def test_the_tasks_are_registered_whichever_is_imported_first_and_only_pipelines
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_importing_the_pipeline_class_first_registers_the_tasks():
+    """The class's module imports transformers' pipelines, whose post-import hook must not re-enter it."""
+    code = (
+        "from dpr_hf import OpenDomainQAPipeline\n"
+        "from transformers.pipelines import PIPELINE_REGISTRY\n"
+        "assert PIPELINE_REGISTRY.check_task('open-domain-qa')[1]['impl'] is OpenDomainQAPipeline\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]

@@ -45,14 +45,14 @@ PQ_CENTROIDS = 256  # 8-bit sub-quantizers
 # work counts hold; the earlier constants (9.1e-11, 5.5e-10) came from a 100K run on a box with load 7-12.
 SECONDS_PER_IVF_FLOP = 6.65e-12  # coarse k-means, residuals and list assignment (BLAS inner products)
 SECONDS_PER_PQ_FLOP = 2.0e-11  # PQ codebook k-means and encoding: 8-dim sub-vectors, far from BLAS speed
-# Flat: 1M x 384 built in 6.2 s by `benchmarks/index_planner.py --num-vectors 1000000 --families Flat` (from a
-# memory-mapped folder, as build-index reads it): 6.2 / 384e6. Idle `benchmarks/search.py` builds from an
-# in-memory table took 1.6-2.1 s.
-SECONDS_PER_FLAT_UNIT = 1.6e-8  # per n * d: Arrow -> numpy -> FAISS copies
-# HNSW32: 1M x 384 built in one add in 107.4 s, idle (`python benchmarks/search.py`, RESULTS.md 2026-12-02T05:07):
-# 107.4 / (1e6 * log2(1e6) * 384). The same run built 100K in 5.8 s, where this rate says 8.9 s: the build grew
-# 18x for 10x the vectors, n * log n says 12x, so past 1M this may be low (n^1.26 would give 1.6x more at 21M).
-SECONDS_PER_HNSW_UNIT = 1.4e-8  # per n * log2(n) * d: graph insertion
+# Flat: 1M x 384 built in 3.1 s, idle, by `benchmarks/index_planner.py --num-vectors 1000000 --families Flat ...`
+# (2026-12-03T18:05, from a memory-mapped folder, as build-index reads it): 3.1 / 384e6 (0.3 s at 100K, idle).
+SECONDS_PER_FLAT_UNIT = 8.1e-9  # per n * d: Arrow -> numpy -> FAISS copies
+# HNSW32: 1M x 384 built in one add in 154.3 s by the same idle run: 154.3 / (1e6 * log2(1e6) * 384). Its 100K run
+# built in 8.3 s, where this rate says 12.9 s: the build grew 18.6x for 10x the vectors where n * log n says 12x,
+# so past 1M this may still be low (n^1.27 would give 1.6x more at 21M). search.py's 1M build (107.4 s, noisier
+# vectors) was faster: the graph's cost depends on the data.
+SECONDS_PER_HNSW_UNIT = 2.0e-8  # per n * log2(n) * d: graph insertion
 # Copies of the IVF training sample at the build's peak (measured): datasets' numpy rows, FAISS's training
 # input and, for SQ8, the residuals it trains on.
 IVF_SAMPLE_COPIES = {"IVF-SQ8": 3, "IVF-PQ": 2}
@@ -87,10 +87,10 @@ _PLANNER_1M = f"python benchmarks/index_planner.py --num-vectors 1000000 {_IVF_F
 _PLANNER_100K = f"python benchmarks/index_planner.py (the 100K calibration run; IVF: {_IVF_FAMILIES})"
 _PLANNER_20K = "python benchmarks/index_planner.py --num-vectors 20000 --families HNSW IVF-SQ8 IVF-PQ"
 _PLANNER_300K = "python benchmarks/index_planner.py --num-vectors 300000 --families IVF-SQ8 IVF-PQ"
-# search.py's vectors: the same 1,000 clusters in 384 dims with noise 0.7 (index_planner.py's: 0.5; at 100K
-# HNSW32 measured 0.984 there, 0.989 here). Its 1M HNSW32 build adds all vectors at once, as PassageIndex.build
-# now does.
-_SEARCH_1M = "python benchmarks/search.py (2026-12-02T05:07, idle; recall@100 of PassageIndex.search_rows)"
+_PLANNER_1M_ALL = (
+    "python benchmarks/index_planner.py --num-vectors 1000000 --families Flat HNSW IVF-SQ8 IVF-SQ8-OnDisk IVF-PQ "
+    "IVF-PQ-OnDisk (2026-12-03T18:05, idle)"
+)
 # Measured recall@100 vs Flat per family (an on-disk IVF gives its in-memory twin's results), 384-dim synthetic
 # clustered vectors, queries held out from the same clusters: a stress test with many near-ties, not a forecast
 # for real embeddings. Past 100K IVF loses recall with N because nprobe stays 32 while nlist grows as 4 * sqrt(N)
@@ -100,7 +100,7 @@ RECALL_POINTS: dict[str, tuple[RecallPoint, ...]] = {
     "HNSW": (
         RecallPoint(20_000, 0.9163, "HNSW32", "efSearch 128", _PLANNER_20K),
         RecallPoint(100_000, 0.989, "HNSW32", "efSearch 128", _PLANNER_100K),
-        RecallPoint(1_000_000, 0.875, "HNSW32", "efSearch 128", _SEARCH_1M),
+        RecallPoint(1_000_000, 0.9084, "HNSW32", "efSearch 128", _PLANNER_1M_ALL),
     ),
     "IVF-SQ8": (
         RecallPoint(20_000, 0.7744, "IVF512,SQ8", "nprobe 32", _PLANNER_20K),

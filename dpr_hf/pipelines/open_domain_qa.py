@@ -201,3 +201,19 @@ class DenseRetrievalPipeline(_SystemPipeline):
 
     def postprocess(self, model_outputs: dict[str, Any]) -> list[dict]:
         return model_outputs["passages"]
+
+
+def register_tasks() -> None:
+    """Register `open-domain-qa` and `dense-retrieval` with transformers' pipeline registry (done on import)."""
+    from transformers import AutoModel
+    from transformers.pipelines import PIPELINE_REGISTRY
+
+    PIPELINE_REGISTRY.register_pipeline(
+        "open-domain-qa", pipeline_class=OpenDomainQAPipeline, pt_model=AutoModel, type="text"
+    )
+    PIPELINE_REGISTRY.register_pipeline(
+        "dense-retrieval", pipeline_class=DenseRetrievalPipeline, pt_model=AutoModel, type="text"
+    )
+
+
+register_tasks()
