@@ -75,6 +75,26 @@ def test_best_spans_max_length():
     assert span[:2] == (1, 9)
 
 
+def test_best_spans_score_every_allowed_span_once():
+    # best_spans scores only the band of span lengths; near the end of the sequence that band runs past it, and no
+    # span may be lost, invented or counted twice there: compare with greedy picking over every allowed span
+    generator = torch.Generator().manual_seed(0)
+    for length, max_answer_length in ((1, 10), (7, 3), (12, 12), (30, 5)):
+        start, end = torch.randn(length, generator=generator), torch.randn(length, generator=generator)
+        mask = torch.rand(length, generator=generator) > 0.2
+        allowed = [
+            (s, e, float(start[s] + end[e]))
+            for s in range(length)
+            for e in range(s, min(length, s + max_answer_length))
+            if mask[s] and mask[e]
+        ]
+        expected = []
+        for s, e, score in sorted(allowed, key=lambda span: -span[2]):
+            if not any(s <= other_end and other_start <= e for other_start, other_end, _ in expected):
+                expected.append((s, e, score))
+        assert best_spans(start, end, mask, max_answer_length, num_spans=length) == expected
+
+
 def test_best_spans_extend_to_whole_words():
     mask = torch.tensor([0, 1, 1, 1, 1])
     word_ids = [None, 0, 1, 1, 2]  # tokens 2 and 3 are one word ("naive", "##ly")

@@ -34,27 +34,36 @@ def best_spans(
     score = start logit + end logit; both ends must be `span_mask` tokens and the span at most
     `max_answer_length` tokens. With `word_ids`, spans grow to whole words (as DPR does for wordpieces) before the
     overlap check, so "##ly" alone is never an answer.
+
+    Only the band of `length x max_answer_length` (start, end) pairs is scored, not the whole square: small enough
+    that torch runs it on the calling thread, where the square made every passage wait on the intra-op thread pool
+    (milliseconds each on an idle 2-core machine, tens when the other core is busy).
     """
     start_logits, end_logits = start_logits.float(), end_logits.float()
     allowed = span_mask.bool()
     length = start_logits.shape[0]
     positions = torch.arange(length)
-    width = positions[None, :] - positions[:, None]
-    valid = allowed[:, None] & allowed[None, :] & (width >= 0) & (width < max_answer_length)
-    scores = start_logits[:, None] + end_logits[None, :]
-    candidates = valid.nonzero()
-    order = scores[valid].argsort(descending=True)
+    ends = positions[:, None] + torch.arange(max(max_answer_length, 0))[None, :]  # (start, width) -> end
+    inside = ends < length
+    ends = ends.clamp(max=length - 1)
+    valid = allowed[:, None] & allowed[ends] & inside
+    scores = start_logits[:, None] + end_logits[ends]
+    candidates = valid.nonzero()  # (start, width), in the (start, end) order of the square
+    candidate_scores = scores[valid]
+    order = candidate_scores.argsort(descending=True)
+    mask = allowed.tolist()
     chosen: list[tuple[int, int, float]] = []
     for index in order.tolist():
-        start, end = candidates[index].tolist()
+        start, width = candidates[index].tolist()
+        end = start + width
         if word_ids is not None:
-            while start > 0 and allowed[start - 1] and word_ids[start - 1] == word_ids[start]:
+            while start > 0 and mask[start - 1] and word_ids[start - 1] == word_ids[start]:
                 start -= 1
-            while end + 1 < length and allowed[end + 1] and word_ids[end + 1] == word_ids[end]:
+            while end + 1 < length and mask[end + 1] and word_ids[end + 1] == word_ids[end]:
                 end += 1
         if any(start <= other_end and other_start <= end for other_start, other_end, _ in chosen):
             continue
-        chosen.append((start, end, float(scores[candidates[index][0], candidates[index][1]])))
+        chosen.append((start, end, float(candidate_scores[index])))
         if len(chosen) == num_spans:
             break
     return chosen
