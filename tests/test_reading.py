@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from dpr_hf.models.tokenization import encode_reader_inputs
-from dpr_hf.reader.decoding import best_spans, read
+from dpr_hf.reader.decoding import best_spans, length_batches, read
 
 QUESTION = "Where did Zürich's café open?"
 TITLE = "Café Zürich"
@@ -167,12 +167,34 @@ def test_read_ranks_passages_by_relevance(tiny_reader, tokenizer):
 
 def test_read_is_independent_of_batching(tiny_reader, tokenizer):
     passages = [
-        [{"id": "a", "title": "A", "text": "Short text."}, {"id": "b", "title": "B", "text": TEXT * 3}]
+        [
+            {"id": "a", "title": "A", "text": "Short text."},
+            {"id": "b", "title": "B", "text": TEXT * 3},
+            {"id": "c", "title": "C", "text": TEXT * 3 + " Again."},
+        ]
     ]
-    one = read(tiny_reader, tokenizer, [QUESTION], passages, top_k=2, batch_size=1)
-    two = read(tiny_reader, tokenizer, [QUESTION], passages, top_k=2, batch_size=2)
-    assert [a["answer"] for a in one[0]] == [a["answer"] for a in two[0]]
-    assert [a["score"] for a in one[0]] == pytest.approx([a["score"] for a in two[0]], abs=1e-4)
+    one = read(tiny_reader, tokenizer, [QUESTION], passages, top_k=3, batch_size=1)
+    three = read(tiny_reader, tokenizer, [QUESTION], passages, top_k=3, batch_size=3)
+    assert [a["answer"] for a in one[0]] == [a["answer"] for a in three[0]]
+    assert [a["score"] for a in one[0]] == pytest.approx([a["score"] for a in three[0]], abs=1e-4)
+
+
+def test_length_batches_trade_padding_for_passes():
+    lengths = [100, 10, 98, 12, 100, 11]
+    # without a pass cost: the fewest passes, consecutive in length order
+    assert length_batches(lengths, 4) == [[1, 5, 3, 2], [0, 4]]
+    # cheap passes: the short pairs are not padded to 100
+    assert length_batches(lengths, 32, pass_cost=10) == [[1, 5, 3], [2, 0, 4]]
+    # passes dearer than all the padding saved: one batch
+    assert length_batches(lengths, 32, pass_cost=1000) == [[1, 5, 3, 2, 0, 4]]
+    # never more than max_batch pairs, each index once, whatever the cost
+    for cost in (0, 10, 1000):
+        batches = length_batches(lengths, 2, pass_cost=cost)
+        assert all(len(batch) <= 2 for batch in batches)
+        assert sorted(i for batch in batches for i in batch) == list(range(6))
+    assert length_batches([], 8, pass_cost=32) == []
+    with pytest.raises(ValueError, match="at least 1"):
+        length_batches(lengths, 0)
 
 
 def test_read_rejects_mismatched_inputs(tiny_reader, tokenizer):
