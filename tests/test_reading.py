@@ -179,6 +179,18 @@ def test_read_is_independent_of_batching(tiny_reader, tokenizer):
     assert [a["score"] for a in one[0]] == pytest.approx([a["score"] for a in three[0]], abs=1e-4)
 
 
+def test_read_a_training_reader_in_eval_mode_and_leave_it_training(tiny_reader, tokenizer):
+    passages = [[{"id": "b", "title": "B", "text": TEXT * 3}]]
+    expected = read(tiny_reader, tokenizer, [QUESTION], passages)
+    tiny_reader.train()
+    try:
+        # dropout would change the logits if the reader were read as it is (training)
+        assert read(tiny_reader, tokenizer, [QUESTION], passages) == expected
+        assert tiny_reader.training and all(module.training for module in tiny_reader.modules())
+    finally:
+        tiny_reader.eval()
+
+
 def test_length_batches_trade_padding_for_passes():
     lengths = [100, 10, 98, 12, 100, 11]
     # without a pass cost: the fewest passes, consecutive in length order
