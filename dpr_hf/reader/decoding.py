@@ -129,8 +129,11 @@ class PassageLogits:
 
 # What one forward pass costs beyond its tokens, in tokens. CPU: a pass of the 6-layer MiniLM reader on 2 threads
 # costs ~5 ms of dispatch and thread-pool work besides ~0.17 ms per padded token (1 to 16 pairs of 32 to 192 tokens
-# on benchmarks/reader_latency.py's 2-core machine). Other devices (GPU) pad nearly for free: fewest passes there.
-PASS_COST_TOKENS = {"cpu": 32}
+# on benchmarks/reader_latency.py's 2-core machine), ~32 tokens; on 40 questions' top 20 at 192 tokens any cost from
+# 16 to 128 estimates within 1.5% of the others, and 64 takes a quarter fewer passes than 32 (each pass waits on
+# the thread pool once per operation, which costs most when another process holds a core). Other devices (GPU) pad
+# nearly for free: fewest passes there.
+PASS_COST_TOKENS = {"cpu": 64}
 
 
 def length_batches(lengths: Sequence[int], max_batch: int, pass_cost: int | None = None) -> list[list[int]]:
