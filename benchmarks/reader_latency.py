@@ -155,7 +155,7 @@ def main() -> None:
             )
     body = (
         f"Reader `{args.reader}` at {max_length} tokens, {len(rows)} questions of `{args.results}` "
-        f"({tokens / len(rows) / 20:.0f} tokens per passage on average at 20 passages, the same token ids on both "
+        f"({tokens / sum(len(r['ctxs'][:20]) for r in rows):.0f} tokens per passage on average at 20 passages, the same token ids on both "
         f"sides); ms per question. Peer: transformers `AutoModelForQuestionAnswering` on the same backbone "
         f"({type(peer).__name__}, attention `{peer.config._attn_implementation}`; dpr_hf's backbone: "
         f"`{reader.encoder.config._attn_implementation}`), one padded batch per call, best start + end logit "
