@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from dpr_hf.models.tokenization import encode_reader_inputs
-from dpr_hf.reader.decoding import best_spans, read
+from dpr_hf.reader.decoding import best_spans, length_batches, read
 
 QUESTION = "Where did Zürich's café open?"
 TITLE = "Café Zürich"
@@ -73,6 +73,26 @@ def test_best_spans_max_length():
     assert span[:2] == (1, 4)  # (1, 9) scores higher but is 9 tokens long
     (span,) = best_spans(start, end, mask, max_answer_length=9, num_spans=1)
     assert span[:2] == (1, 9)
+
+
+def test_best_spans_score_every_allowed_span_once():
+    # best_spans scores only the band of span lengths; near the end of the sequence that band runs past it, and no
+    # span may be lost, invented or counted twice there: compare with greedy picking over every allowed span
+    generator = torch.Generator().manual_seed(0)
+    for length, max_answer_length in ((1, 10), (7, 3), (12, 12), (30, 5)):
+        start, end = torch.randn(length, generator=generator), torch.randn(length, generator=generator)
+        mask = torch.rand(length, generator=generator) > 0.2
+        allowed = [
+            (s, e, float(start[s] + end[e]))
+            for s in range(length)
+            for e in range(s, min(length, s + max_answer_length))
+            if mask[s] and mask[e]
+        ]
+        expected = []
+        for s, e, score in sorted(allowed, key=lambda span: -span[2]):
+            if not any(s <= other_end and other_start <= e for other_start, other_end, _ in expected):
+                expected.append((s, e, score))
+        assert best_spans(start, end, mask, max_answer_length, num_spans=length) == expected
 
 
 def test_best_spans_extend_to_whole_words():
@@ -147,12 +167,46 @@ def test_read_ranks_passages_by_relevance(tiny_reader, tokenizer):
 
 def test_read_is_independent_of_batching(tiny_reader, tokenizer):
     passages = [
-        [{"id": "a", "title": "A", "text": "Short text."}, {"id": "b", "title": "B", "text": TEXT * 3}]
+        [
+            {"id": "a", "title": "A", "text": "Short text."},
+            {"id": "b", "title": "B", "text": TEXT * 3},
+            {"id": "c", "title": "C", "text": TEXT * 3 + " Again."},
+        ]
     ]
-    one = read(tiny_reader, tokenizer, [QUESTION], passages, top_k=2, batch_size=1)
-    two = read(tiny_reader, tokenizer, [QUESTION], passages, top_k=2, batch_size=2)
-    assert [a["answer"] for a in one[0]] == [a["answer"] for a in two[0]]
-    assert [a["score"] for a in one[0]] == pytest.approx([a["score"] for a in two[0]], abs=1e-4)
+    one = read(tiny_reader, tokenizer, [QUESTION], passages, top_k=3, batch_size=1)
+    three = read(tiny_reader, tokenizer, [QUESTION], passages, top_k=3, batch_size=3)
+    assert [a["answer"] for a in one[0]] == [a["answer"] for a in three[0]]
+    assert [a["score"] for a in one[0]] == pytest.approx([a["score"] for a in three[0]], abs=1e-4)
+
+
+def test_read_a_training_reader_in_eval_mode_and_leave_it_training(tiny_reader, tokenizer):
+    passages = [[{"id": "b", "title": "B", "text": TEXT * 3}]]
+    expected = read(tiny_reader, tokenizer, [QUESTION], passages)
+    tiny_reader.train()
+    try:
+        # dropout would change the logits if the reader were read as it is (training)
+        assert read(tiny_reader, tokenizer, [QUESTION], passages) == expected
+        assert tiny_reader.training and all(module.training for module in tiny_reader.modules())
+    finally:
+        tiny_reader.eval()
+
+
+def test_length_batches_trade_padding_for_passes():
+    lengths = [100, 10, 98, 12, 100, 11]
+    # without a pass cost: the fewest passes, consecutive in length order
+    assert length_batches(lengths, 4) == [[1, 5, 3, 2], [0, 4]]
+    # cheap passes: the short pairs are not padded to 100
+    assert length_batches(lengths, 32, pass_cost=10) == [[1, 5, 3], [2, 0, 4]]
+    # passes dearer than all the padding saved: one batch
+    assert length_batches(lengths, 32, pass_cost=1000) == [[1, 5, 3, 2, 0, 4]]
+    # never more than max_batch pairs, each index once, whatever the cost
+    for cost in (0, 10, 1000):
+        batches = length_batches(lengths, 2, pass_cost=cost)
+        assert all(len(batch) <= 2 for batch in batches)
+        assert sorted(i for batch in batches for i in batch) == list(range(6))
+    assert length_batches([], 8, pass_cost=32) == []
+    with pytest.raises(ValueError, match="at least 1"):
+        length_batches(lengths, 0)
 
 
 def test_read_rejects_mismatched_inputs(tiny_reader, tokenizer):

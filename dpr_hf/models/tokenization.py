@@ -143,15 +143,18 @@ def _truncate_questions(
     tokenizer: PreTrainedTokenizerBase, questions: Sequence[str], max_tokens: int
 ) -> list[str]:
     """Cut each question after its first `max_tokens` tokens, as the question encoder reads no more either: a
-    question longer than the reader's input would leave no room for the passage (the tokenizer then fails)."""
+    question longer than the reader's input would leave no room for the passage (the tokenizer then fails).
+    Each distinct question is tokenised once: a question comes once per passage read."""
+    distinct = list(dict.fromkeys(questions))
     offsets = tokenizer(
-        list(questions),
+        distinct,
         add_special_tokens=False,
         truncation=True,
         max_length=max_tokens + 1,  # one more tells a question that was cut from one that just fits
         return_offsets_mapping=True,
     )["offset_mapping"]
-    return [
-        question if len(spans) <= max_tokens else question[: spans[max_tokens - 1][1]]
-        for question, spans in zip(questions, offsets, strict=True)
-    ]
+    cut = {
+        question: question if len(spans) <= max_tokens else question[: spans[max_tokens - 1][1]]
+        for question, spans in zip(distinct, offsets, strict=True)
+    }
+    return [cut[question] for question in questions]

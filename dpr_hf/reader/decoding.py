@@ -34,27 +34,36 @@ def best_spans(
     score = start logit + end logit; both ends must be `span_mask` tokens and the span at most
     `max_answer_length` tokens. With `word_ids`, spans grow to whole words (as DPR does for wordpieces) before the
     overlap check, so "##ly" alone is never an answer.
+
+    Only the band of `length x max_answer_length` (start, end) pairs is scored, not the whole square: small enough
+    that torch runs it on the calling thread, where the square made every passage wait on the intra-op thread pool
+    (milliseconds each on an idle 2-core machine, tens when the other core is busy).
     """
     start_logits, end_logits = start_logits.float(), end_logits.float()
     allowed = span_mask.bool()
     length = start_logits.shape[0]
     positions = torch.arange(length)
-    width = positions[None, :] - positions[:, None]
-    valid = allowed[:, None] & allowed[None, :] & (width >= 0) & (width < max_answer_length)
-    scores = start_logits[:, None] + end_logits[None, :]
-    candidates = valid.nonzero()
-    order = scores[valid].argsort(descending=True)
+    ends = positions[:, None] + torch.arange(max(max_answer_length, 0))[None, :]  # (start, width) -> end
+    inside = ends < length
+    ends = ends.clamp(max=length - 1)
+    valid = allowed[:, None] & allowed[ends] & inside
+    scores = start_logits[:, None] + end_logits[ends]
+    candidates = valid.nonzero()  # (start, width), in the (start, end) order of the square
+    candidate_scores = scores[valid]
+    order = candidate_scores.argsort(descending=True)
+    mask = allowed.tolist()
     chosen: list[tuple[int, int, float]] = []
     for index in order.tolist():
-        start, end = candidates[index].tolist()
+        start, width = candidates[index].tolist()
+        end = start + width
         if word_ids is not None:
-            while start > 0 and allowed[start - 1] and word_ids[start - 1] == word_ids[start]:
+            while start > 0 and mask[start - 1] and word_ids[start - 1] == word_ids[start]:
                 start -= 1
-            while end + 1 < length and allowed[end + 1] and word_ids[end + 1] == word_ids[end]:
+            while end + 1 < length and mask[end + 1] and word_ids[end + 1] == word_ids[end]:
                 end += 1
         if any(start <= other_end and other_start <= end for other_start, other_end, _ in chosen):
             continue
-        chosen.append((start, end, float(scores[candidates[index][0], candidates[index][1]])))
+        chosen.append((start, end, float(candidate_scores[index])))
         if len(chosen) == num_spans:
             break
     return chosen
@@ -118,6 +127,43 @@ class PassageLogits:
     offsets: list[tuple[int, int]]
 
 
+# What one forward pass costs beyond its tokens, in tokens. CPU: a pass of the 6-layer MiniLM reader on 2 threads
+# costs ~5 ms of dispatch and thread-pool work besides ~0.17 ms per padded token (1 to 16 pairs of 32 to 192 tokens
+# on benchmarks/reader_latency.py's 2-core machine), ~32 tokens; on 40 questions' top 20 at 192 tokens any cost from
+# 16 to 128 estimates within 1.5% of the others, and 64 takes a quarter fewer passes than 32 (each pass waits on
+# the thread pool once per operation, which costs most when another process holds a core). Other devices (GPU) pad
+# nearly for free: fewest passes there.
+PASS_COST_TOKENS = {"cpu": 64}
+
+
+def length_batches(lengths: Sequence[int], max_batch: int, pass_cost: int | None = None) -> list[list[int]]:
+    """Indices of `lengths` in length-sorted batches of at most `max_batch`.
+
+    With `pass_cost`, the batches minimise the padded tokens read plus `pass_cost` per batch: one question's 20
+    passages, read as one batch, pad ~12% of their tokens at 192 (the longest passages are cut there, the others
+    are not); cutting where the lengths jump saves most of that for a few more passes. Without it: the fewest
+    passes (consecutive runs of `max_batch`).
+    """
+    if max_batch < 1:
+        raise ValueError(f"batch_size must be at least 1, got {max_batch}")
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    if pass_cost is None:
+        return [order[begin : begin + max_batch] for begin in range(0, len(order), max_batch)]
+    cost = [0] + [math.inf] * len(order)  # cost[end]: the cheapest batching of order[:end]
+    cut = [0] * (len(order) + 1)
+    for end in range(1, len(order) + 1):
+        longest = lengths[order[end - 1]]
+        for start in range(max(0, end - max_batch), end):
+            candidate = cost[start] + (end - start) * longest + pass_cost
+            if candidate < cost[end]:
+                cost[end], cut[end] = candidate, start
+    batches, end = [], len(order)
+    while end:
+        batches.append(order[cut[end] : end])
+        end = cut[end]
+    return batches[::-1]
+
+
 @torch.inference_mode()
 def run_reader(
     reader: PreTrainedModel,
@@ -129,8 +175,8 @@ def run_reader(
 ) -> list[list[PassageLogits]]:
     """Tokenise every (question, passage) pair and run the reader on them; results keep the input passage order.
 
-    Pairs are batched by length to spend little compute on padding, and read at the reader's trained
-    `config.max_seq_length` tokens unless `max_length` says otherwise.
+    Pairs are batched by length to spend little compute on padding (`length_batches`, at most `batch_size` pairs a
+    pass), and read at the reader's trained `config.max_seq_length` tokens unless `max_length` says otherwise.
     """
     if len(questions) != len(passages):
         raise ValueError(f"got {len(questions)} questions but passage lists for {len(passages)}")
@@ -146,11 +192,11 @@ def run_reader(
         max_length=max_length or reader.config.max_seq_length,
     )
     logits: list[list[PassageLogits | None]] = [[None] * len(p) for p in passages]
-    order = sorted(range(len(pairs)), key=lambda i: len(encoded["input_ids"][i]))
+    lengths = [len(ids) for ids in encoded["input_ids"]]
     was_training = reader.training
-    reader.eval()
-    for begin in range(0, len(order), batch_size):
-        rows = order[begin : begin + batch_size]
+    if was_training:  # eval()/train() walk every submodule: ~1 ms each on the 6-layer reader, per call
+        reader.eval()
+    for rows in length_batches(lengths, batch_size, PASS_COST_TOKENS.get(reader.device.type)):
         batch = tokenizer.pad(
             {key: [encoded[key][i] for i in rows] for key in ("input_ids", "attention_mask")},
             return_tensors="pt",
@@ -170,7 +216,8 @@ def run_reader(
                 word_ids=encoded.word_ids(row),
                 offsets=encoded["text_offsets"][row],
             )
-    reader.train(was_training)
+    if was_training:
+        reader.train()
     return logits
 
 
