@@ -13,10 +13,12 @@ from tiny_qa_system import PASSAGES
 
 from dpr_hf.cli import main
 from dpr_hf.encoding import encode_passages
+from dpr_hf.export import auto
 from dpr_hf.export.auto import (
     CHOICE_FILE,
     EXPORT_MIN_TEXTS,
     GUARD_COSINE,
+    MEASURE_MIN_TOKENS,
     MIN_SPEEDUP,
     available_candidates,
     choose_backend,
@@ -160,6 +162,7 @@ def test_encode_uses_auto_by_default_and_an_explicit_backend_wins(
     assert not (cache / CHOICE_FILE).exists()
 
     monkeypatch.delenv("DPR_HF_BACKEND")
+    monkeypatch.setattr(auto, "MEASURE_MIN_TOKENS", 0)  # a handful of passages: measure anyway
     with caplog.at_level(logging.WARNING):
         assert main([*argv, str(tmp_path / "auto")]) == 0
     (line,) = [record.getMessage() for record in caplog.records if "backend auto:" in record.getMessage()]
@@ -232,3 +235,16 @@ def test_an_explicit_batch_size_runs_unstreamed(encoder_dir):
 
 def test_a_stream_reads_about_a_thousand_tokens_per_batch():
     assert [stream_batch_size(n) for n in (256, 192, 32, 4096)] == [4, 5, 32, 1]
+
+
+def test_a_run_too_small_to_repay_timing_measures_nothing_but_reads_a_cached_choice(encoder_dir, cache):
+    length = json.loads((encoder_dir / "config.json").read_text())["max_seq_length"]
+    few = MEASURE_MIN_TOKENS // min(length, 256) - 1
+    small = choose_backend(encoder_dir, "passage", TORCH_ONLY, num_texts=few)
+    assert (small.backend, small.precision, small.measured) == ("torch", "fp32", False)
+    assert "too few to repay" in small.reason and not (cache / CHOICE_FILE).exists()
+    measured = choose_backend(encoder_dir, "passage", TORCH_ONLY, num_texts=few + 1)
+    assert measured.measured
+    again = choose_backend(encoder_dir, "passage", TORCH_ONLY, num_texts=1)
+    assert not again.measured and (again.backend, again.precision) == (measured.backend, measured.precision)
+    assert "cached in" in again.reason

@@ -79,7 +79,7 @@ def _bm25(args: argparse.Namespace):
     return BM25Retriever.from_passages(load_from_disk(str(passages)), stemmer=args.stemmer)
 
 
-def _dense(args: argparse.Namespace):
+def _dense(args: argparse.Namespace, num_questions: int | None = None):
     from transformers import AutoTokenizer
 
     from ..data import load_passages
@@ -94,10 +94,15 @@ def _dense(args: argparse.Namespace):
     if not args.model:
         raise FileNotFoundError(f"--retriever {args.retriever} needs --model (a pair or system folder)")
     question_dir = EncoderPair.encoder_dir(args.model, "question")
-    questions = prepare_encoder(
-        question_dir, "question", backend=args.backend, precision=args.precision, batch_size=args.batch_size
+    question_plan = prepare_encoder(
+        question_dir,
+        "question",
+        backend=args.backend,
+        precision=args.precision,
+        batch_size=args.batch_size,
+        num_texts=num_questions,
     )
-    question_encoder = questions.model
+    question_encoder = question_plan.model
     if args.index:
         index_dir = QASystem.part_dir(args.index, "index") or Path(args.index)
         index = PassageIndex.load(index_dir, question_encoder=question_encoder)
@@ -127,7 +132,7 @@ def _dense(args: argparse.Namespace):
             encoder_fingerprint=encoder_fingerprint(passage_encoder),
         )
     tokenizer = AutoTokenizer.from_pretrained(question_dir)
-    plan = questions.encode_kwargs(args.batch_size)
+    plan = question_plan.encode_kwargs(args.batch_size)
     return DenseRetriever(
         question_encoder,
         tokenizer,
@@ -148,10 +153,14 @@ def run(args: argparse.Namespace) -> int:
     if args.retriever == "bm25":
         retriever = _bm25(args)
     elif args.retriever == "dense":
-        retriever = _dense(args)
+        retriever = _dense(args, len(questions))
     else:
         retriever = HybridRetriever(
-            _bm25(args), _dense(args), weight=args.hybrid_weight, fusion=args.fusion, depth=args.depth
+            _bm25(args),
+            _dense(args, len(questions)),
+            weight=args.hybrid_weight,
+            fusion=args.fusion,
+            depth=args.depth,
         )
     evaluation = evaluate_retriever(
         retriever,

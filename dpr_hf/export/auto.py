@@ -47,6 +47,10 @@ TIMED_ROUNDS = 2  # the first is also the cosine check (after an untimed warm-up
 # Texts a run must encode before auto exports the ONNX models to time them: an export and compile takes 10-20 s
 # per tower on 2 cores, more than a 10% faster backend saves on fewer texts.
 EXPORT_MIN_TEXTS = 20_000
+# Tokens (texts x max length) a run must hold before auto times anything: the calibration reads ~150 texts at the
+# run's length (~5 s for passages on 2 cores), which a 10% faster plan repays only over ~1,500 such texts; smaller
+# runs use a cached choice for their shape when there is one, else the reference.
+MEASURE_MIN_TOKENS = 400_000
 # (backend, precision[, streams]) in order of preference on a tie; the first available one is the reference.
 CANDIDATES = (
     ("torch", "fp32"),
@@ -392,9 +396,11 @@ def choose_backend(
     min_cosine: float = GUARD_COSINE,
     max_length: int | None = None,
     batch_size: int | None = None,
+    num_texts: int | None = None,
 ) -> BackendChoice:
     """The backend and precision (and CPU streams) `auto` encodes `role` texts of `path` with (see the module
-    docstring), measured at the run's `max_length` and `batch_size` where given.
+    docstring), measured at the run's `max_length` and `batch_size` where given. A run of `num_texts` holding
+    fewer than `MEASURE_MIN_TOKENS` tokens measures nothing: it takes a cached choice, else the reference.
 
     `candidates` default to `available_candidates()`; the first is the reference, and a candidate whose sample
     embeddings fall below `min_cosine` to the reference's is rejected. An ONNX export has no torch
@@ -420,9 +426,12 @@ def choose_backend(
     entry = choices.get(key_id)
     if _valid_entry(entry) and entry.get("key") == key:
         return _choice(entry, f"{entry['reason']}; cached in {file}", measured=False)
+    length = _sample_length(_encoder_shape(folder), max_length)
+    if num_texts is not None and num_texts * length < MEASURE_MIN_TOKENS:
+        reason = f"{num_texts} texts of <= {length} tokens: too few to repay timing the candidates"
+        return BackendChoice(*candidates[0][:2], reason=reason, streams=_streams(candidates[0]))
     start, load = time.perf_counter(), _load_average()
     measurements = _measure(folder, role, candidates, min_cosine, max_length, batch_size)
-    length = _sample_length(_encoder_shape(folder), max_length)
     entry = {"key": key, **_decide(candidates, measurements, length, batch_size), "load_average": load}
     choices[key_id] = entry
     saved = f"cached in {file}" if _write_cache(file, choices) else "not cached"
@@ -478,7 +487,9 @@ def resolve_backend(
         candidates = available_candidates(num_texts, exported)
         if precision == "fp32":
             candidates = [candidate for candidate in candidates if candidate[1] == "fp32"]
-        choice = choose_backend(path, role, candidates, max_length=max_length, batch_size=batch_size)
+        choice = choose_backend(
+            path, role, candidates, max_length=max_length, batch_size=batch_size, num_texts=num_texts
+        )
         return choice.backend, choice.precision, choice
     for backend, precisions in BACKEND_PRECISIONS.items():
         if precision in precisions and installed(backend):
