@@ -239,7 +239,7 @@ def test_a_stream_reads_about_a_thousand_tokens_per_batch():
 
 def test_a_run_too_small_to_repay_timing_measures_nothing_but_reads_a_cached_choice(encoder_dir, cache):
     length = json.loads((encoder_dir / "config.json").read_text())["max_seq_length"]
-    few = MEASURE_MIN_TOKENS // min(length, 256) - 1
+    few = -(-MEASURE_MIN_TOKENS // min(length, 256)) - 1  # one text short of the tokens that repay timing
     small = choose_backend(encoder_dir, "passage", TORCH_ONLY, num_texts=few)
     assert (small.backend, small.precision, small.measured) == ("torch", "fp32", False)
     assert "too few to repay" in small.reason and not (cache / CHOICE_FILE).exists()
