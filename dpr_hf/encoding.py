@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging
 
 from .atomic import staged_folder
+from .cpu_streams import map_in_streams
 from .models.errors import MismatchError
 from .models.fingerprints import encoder_fingerprint
 from .models.tokenization import format_passages, format_questions
@@ -85,17 +85,6 @@ def precision_context(device: torch.device, precision: str | None) -> Iterator[N
         yield
 
 
-@contextmanager
-def _intra_op_threads(count: int) -> Iterator[None]:
-    """torch's CPU threads per operation set to `count` for the block (the setting is process-wide)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def encode(
     encoder: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -122,8 +111,6 @@ def encode(
     role = encoder.config.role
     if role == "question" and titles is not None:
         raise ValueError("questions have no titles: pass titles=None with a question encoder")
-    if streams < 1:
-        raise ValueError(f"streams must be >= 1, got {streams}")
     max_length = max_length or encoder.config.max_seq_length
     device = encoder.device
     if streams > 1 and device.type != "cpu":
@@ -141,20 +128,13 @@ def encode(
         else:
             batch_titles = [titles[i] for i in rows] if titles is not None else None
             inputs = format_passages(tokenizer, batch_titles, batch, max_length=max_length)
-        with torch.inference_mode(), precision_context(device, precision) if autocast else nullcontext():
+        with precision_context(device, precision) if autocast else nullcontext():
             embeddings[rows] = encoder(**inputs.to(device)).pooler_output.float().cpu().numpy()
         progress.update(len(rows))
 
     batches = [order[start : start + batch_size] for start in range(0, len(texts), batch_size)]
     with precision_context(device, None if autocast else precision):
-        if streams == 1:
-            for rows in batches:
-                encode_batch(rows)
-        else:
-            threads = max(1, torch.get_num_threads() // streams)
-            with _intra_op_threads(threads), ThreadPoolExecutor(streams) as pool:
-                for _ in pool.map(encode_batch, batches):  # re-raises a stream's error here
-                    pass
+        map_in_streams(encode_batch, batches, streams)
     progress.close()
     return embeddings
 

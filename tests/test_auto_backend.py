@@ -21,6 +21,7 @@ from dpr_hf.export.auto import (
     MEASURE_MIN_TOKENS,
     MIN_SPEEDUP,
     available_candidates,
+    candidate_name,
     choose_backend,
     stream_batch_size,
 )
@@ -163,11 +164,15 @@ def test_encode_uses_auto_by_default_and_an_explicit_backend_wins(
 
     monkeypatch.delenv("DPR_HF_BACKEND")
     monkeypatch.setattr(auto, "MEASURE_MIN_TOKENS", 0)  # a handful of passages: measure anyway
+    torch.set_num_threads(
+        2
+    )  # streams compete, whatever other tests left in the cache (single_thread restores)
     with caplog.at_level(logging.WARNING):
         assert main([*argv, str(tmp_path / "auto")]) == 0
     (line,) = [record.getMessage() for record in caplog.records if "backend auto:" in record.getMessage()]
     (entry,) = _entries(cache).values()
-    assert line.startswith(f"backend auto: {entry['backend']} {entry['precision']} (")
+    name = candidate_name((entry["backend"], entry["precision"], entry["streams"]))
+    assert line.startswith(f"backend auto: {name} (")
     want = load_from_disk(str(tmp_path / "torch"))["embeddings"]
     assert _min_cosine(load_from_disk(str(tmp_path / "auto"))["embeddings"], want) >= GUARD_COSINE
     assert load_from_disk(str(tmp_path / "torch2"))["embeddings"] == want
