@@ -265,3 +265,24 @@ def test_cli_build_index_refuses_an_output_on_a_full_disk(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "index plan for 2,000 passages x 16 dims: Flat" in captured.out
     assert "No such file or directory: '/proc/dpr-hf-index.tmp'" in captured.err
+
+
+# Build peak anonymous RSS measured on the idle box (benchmarks/RESULTS.md, "Index planner re-checked at 100K and
+# 1M vectors"), MiB. IVF-PQ48 at 100K (342 MiB vs 330 planned) is left out: an open finding of issue 18.
+MEASURED_BUILD_PEAK_MIB = [
+    ("Flat", 100_000, 170.5),
+    ("HNSW32", 100_000, 320.6),
+    ("IVF1024,SQ8", 100_000, 463.8),
+    ("IVF1024,SQ8,OnDisk", 100_000, 291.0),
+    ("Flat", 1_000_000, 1492.4),
+    ("HNSW32", 1_000_000, 3226.8),
+    ("IVF4096,SQ8", 1_000_000, 761.8),
+    ("IVF4096,SQ8,OnDisk", 1_000_000, 623.1),
+    ("IVF4096,PQ48", 1_000_000, 542.7),
+    ("IVF4096,PQ48,OnDisk", 1_000_000, 540.5),
+]
+
+
+@pytest.mark.parametrize(("factory", "num_passages", "peak_mib"), MEASURED_BUILD_PEAK_MIB)
+def test_planned_build_ram_is_not_below_the_measured_peak(factory, num_passages, peak_mib):
+    assert estimate(factory, num_passages, 384).build_ram_bytes / 2**20 >= peak_mib
