@@ -17,6 +17,7 @@ from typing import Any
 
 from transformers import AutoConfig, AutoModel
 
+from . import pipelines
 from ._compat import MovedModuleFinder
 from .encoding import encode_corpus, encode_passages
 from .errors import DPRDataError, MismatchError
@@ -42,7 +43,6 @@ from .retrieval import BM25Retriever, DenseRetriever, HybridRetriever
 __version__ = "0.1.0"
 
 _PIPELINES = "transformers.pipelines"
-_LAZY = {"DenseRetrievalPipeline", "OpenDomainQAPipeline"}  # defined in dpr_hf.pipelines.open_domain_qa
 
 # dpr_hf 0.1 import paths (dpr_hf.indexing, dpr_hf.system, ...) keep working for one release.
 if not any(isinstance(finder, MovedModuleFinder) for finder in sys.meta_path):
@@ -94,10 +94,8 @@ elif not any(isinstance(finder, _RegisterWithPipelines) for finder in sys.meta_p
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        from .pipelines import open_domain_qa
-
-        return getattr(open_domain_qa, name)
+    if name in pipelines.PIPELINE_CLASSES:  # loaded on first use, like transformers' pipelines module
+        return getattr(pipelines, name)
     raise AttributeError(f"module 'dpr_hf' has no attribute {name!r}")
 
 

@@ -10,6 +10,8 @@ import argparse
 
 from . import add_precision_argument
 
+BATCH_SIZE = 64  # passages per forward pass unless given or streamed
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -28,8 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--batch-size",
         type=int,
         default=None,
-        help="passages per forward pass (default 64, or what --backend auto measured fastest on this CPU: e.g. "
-        "8 per stream, one stream per thread); given, it runs in one stream",
+        help=f"passages per forward pass (default {BATCH_SIZE}, or what --backend auto measured fastest on this "
+        "CPU: e.g. 4 passages of 256 tokens per stream, one stream per thread); given, it runs in one stream",
     )
     parser.add_argument("--max-length", type=int, default=256, help="passage tokens kept (256)")
     parser.add_argument(
@@ -58,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
             precision=args.precision,
             num_texts=len(passages),
             max_length=args.max_length,
-            batch_size=args.batch_size,
+            batch_size=args.batch_size or BATCH_SIZE,
         )
     embeddings = encode_corpus(
         prepared.model,

@@ -99,7 +99,7 @@ def _dense(args: argparse.Namespace, num_questions: int | None = None):
         "question",
         backend=args.backend,
         precision=args.precision,
-        batch_size=args.batch_size,
+        batch_size=args.batch_size or BATCH_SIZE,
         num_texts=num_questions,
     )
     question_encoder = question_plan.model
@@ -116,7 +116,7 @@ def _dense(args: argparse.Namespace, num_questions: int | None = None):
             backend=args.backend,
             precision=args.precision,
             num_texts=len(passages),
-            batch_size=args.batch_size,
+            batch_size=args.batch_size or BATCH_SIZE,
         )
         passage_encoder = prepared.model
         embedded = encode_passages(

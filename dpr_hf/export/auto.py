@@ -288,10 +288,10 @@ def _measure(
     role: str,
     candidates: list[tuple],
     min_cosine: float,
-    max_length: int | None = None,
+    length: int,
     batch_size: int | None = None,
 ) -> dict:
-    """Encode the sample with each candidate: its embeddings' min cosine to the reference's (the first) and its
+    """Encode the sample (texts of up to `length` tokens) with each candidate: its embeddings' min cosine to the reference's (the first) and its
     best time over `TIMED_ROUNDS` interleaved rounds (interleaved, so a burst of load hits all alike). Unstreamed
     candidates read the sample in batches of the run's size, streamed ones in `stream_batch_size`s."""
     from transformers import AutoTokenizer
@@ -300,7 +300,6 @@ def _measure(
     from .backends import load_encoder
 
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    length = _sample_length(_encoder_shape(folder), max_length)
     texts = _sample_texts(SAMPLE_ROWS, length)
     batch = min(batch_size or DEFAULT_BATCH, SAMPLE_ROWS)
 
@@ -431,7 +430,7 @@ def choose_backend(
         reason = f"{num_texts} texts of <= {length} tokens: too few to repay timing the candidates"
         return BackendChoice(*candidates[0][:2], reason=reason, streams=_streams(candidates[0]))
     start, load = time.perf_counter(), _load_average()
-    measurements = _measure(folder, role, candidates, min_cosine, max_length, batch_size)
+    measurements = _measure(folder, role, candidates, min_cosine, length, batch_size)
     entry = {"key": key, **_decide(candidates, measurements, length, batch_size), "load_average": load}
     choices[key_id] = entry
     saved = f"cached in {file}" if _write_cache(file, choices) else "not cached"

@@ -71,7 +71,8 @@ def onnx_export_of(model_dir: str | os.PathLike, quantized: bool = False) -> Pat
 @dataclass(frozen=True)
 class PreparedEncoder:
     """An encoder ready for `dpr_hf.encoding.encode`, with how to call it: `precision` (None: applied at load
-    time), `streams` and `batch_size` (None: the caller's; set where `auto` measured a plan)."""
+    time), `streams` and `batch_size` (auto's streamed plan, else the run's batch size it was given; None:
+    `DEFAULT_BATCH`)."""
 
     model: Any
     precision: str | None
@@ -81,9 +82,15 @@ class PreparedEncoder:
     def encode_kwargs(self, batch_size: int | None = None) -> dict:
         """`encode`'s precision / streams / batch_size: an explicit `batch_size` wins and then runs unstreamed
         (auto's streams were measured at its own batch size)."""
+        from .auto import DEFAULT_BATCH
+
         if batch_size is not None:
             return {"precision": self.precision, "streams": 1, "batch_size": batch_size}
-        return {"precision": self.precision, "streams": self.streams, "batch_size": self.batch_size or 64}
+        return {
+            "precision": self.precision,
+            "streams": self.streams,
+            "batch_size": self.batch_size or DEFAULT_BATCH,
+        }
 
 
 def prepare_encoder(
@@ -97,17 +104,19 @@ def prepare_encoder(
     batch_size: int | None = None,
 ) -> PreparedEncoder:
     """`load_encoder`, plus the plan `backend="auto"` measured (streams, batch size) for a run of `num_texts`
-    texts at `max_length` tokens in batches of `batch_size` (each None where not known)."""
+    texts at `max_length` tokens in batches of `batch_size` (each None where not known; `batch_size` is also
+    the plan's batch size wherever it runs unstreamed)."""
     from .auto import AUTO, resolve_backend
 
     if backend != AUTO:
-        return PreparedEncoder(*_load_encoder(path, role, backend, precision))
+        return PreparedEncoder(*_load_encoder(path, role, backend, precision), batch_size=batch_size)
     backend, precision, choice = resolve_backend(
         path, role, precision, num_texts=num_texts, max_length=max_length, batch_size=batch_size
     )
     logger.warning(choice.describe())
     model, precision = _load_encoder(path, role, backend, precision)
-    return PreparedEncoder(model, precision, choice.streams, choice.batch_size)
+    plan_batch = choice.batch_size if choice.streams > 1 else batch_size
+    return PreparedEncoder(model, precision, choice.streams, plan_batch)
 
 
 def load_encoder(path: str | os.PathLike, role: str, backend: str = "torch", precision: str | None = None):

@@ -7,11 +7,12 @@ from typing import Any
 
 from .system import QASystem, QASystemConfig
 
-__all__ = ["DenseRetrievalPipeline", "OpenDomainQAPipeline", "QASystem", "QASystemConfig"]
+PIPELINE_CLASSES = ("DenseRetrievalPipeline", "OpenDomainQAPipeline")  # in .open_domain_qa, loaded on use
+__all__ = [*PIPELINE_CLASSES, "QASystem", "QASystemConfig"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("DenseRetrievalPipeline", "OpenDomainQAPipeline"):
+    if name in PIPELINE_CLASSES:
         from . import open_domain_qa
 
         return getattr(open_domain_qa, name)
