@@ -184,7 +184,7 @@ def test_tokenize_counts_what_is_left_out(tmp_path, tokenizer, caplog):
     }
     assert "kept 1 of 3 questions" in caplog.text
     example = tokenized[0]
-    assert len(example["positive_input_ids"]) == 2 and len(example["negative_input_ids"]) == 1
+    assert len(example["positive_input_ids"]) == 2 and len(example["negative_texts"]) == 1
     ids = example["positive_input_ids"][0]
     found = [
         tokenizer.decode(ids[s : e + 1])
@@ -296,6 +296,18 @@ def test_collator_shapes_and_sampling(tmp_path, tokenizer):
     ordered = ReaderCollator(tokenizer, passages_per_question=3, shuffle=False)(features)
     first_positive = features[1]["positive_input_ids"][0]
     assert ordered["input_ids"][1, 0, : len(first_positive)].tolist() == first_positive
+    # negatives are tokenised when drawn, as the positives were: (question, title [SEP] text) at the same length
+    negative = encode_reader_inputs(
+        tokenizer,
+        [features[1]["question"]],
+        ["N"],
+        [features[1]["negative_texts"][0]],
+        max_length=collator.max_length,
+    )
+    ids, mask = negative["input_ids"][0], negative["span_mask"][0]
+    assert ordered["input_ids"][1, 1, : len(ids)].tolist() == ids
+    assert ordered["span_mask"][1, 1, : len(mask)].tolist() == mask
+    assert ordered["attention_mask"][1, 1].sum() == len(ids)
 
 
 # ------------------------------------------------------------------------------------------------ evaluation

@@ -54,8 +54,9 @@ TOKENIZED_FEATURES = Features(
         "positive_span_mask": List(List(Value("int8"))),
         "positive_starts": List(List(Value("int32"))),
         "positive_ends": List(List(Value("int32"))),
-        "negative_input_ids": List(List(Value("int32"))),
-        "negative_span_mask": List(List(Value("int8"))),
+        # negatives stay text: the collator tokenises the few it draws (a question has up to `max_negatives`)
+        "negative_titles": List(Value("string")),
+        "negative_texts": List(Value("string")),
         "num_positives": Value("int32"),
         "num_unlocated": Value("int32"),
     }
@@ -293,31 +294,28 @@ def _tokenize_batch(
     max_positives: int,
     max_negatives: int,
 ) -> dict[str, list]:
-    pairs = []  # (row, is_positive, ctx)
-    for row, ctxs in enumerate(batch["ctxs"]):
-        positives = [ctx for ctx in ctxs if ctx["has_answer"]][:max_positives]
-        negatives = [ctx for ctx in ctxs if not ctx["has_answer"]][:max_negatives]
-        pairs += [(row, True, ctx) for ctx in positives] + [(row, False, ctx) for ctx in negatives]
-    encoded = encode_reader_inputs(
-        tokenizer,
-        [batch["question"][row] for row, _, _ in pairs],
-        [ctx["title"] for _, _, ctx in pairs],
-        [ctx["text"] for _, _, ctx in pairs],
-        max_length=max_length,
-    )
+    pairs = []  # (row, positive ctx): only positives are tokenised here, to locate their answer spans
     out = {
         column: [[] for _ in batch["question"]]
         for column in TOKENIZED_FEATURES
-        if column.startswith(("pos", "neg"))
+        if column.startswith(("positive", "negative"))
     }
+    for row, ctxs in enumerate(batch["ctxs"]):
+        pairs += [(row, ctx) for ctx in ctxs if ctx["has_answer"]][:max_positives]
+        negatives = [ctx for ctx in ctxs if not ctx["has_answer"]][:max_negatives]
+        out["negative_titles"][row] = [ctx["title"] or "" for ctx in negatives]
+        out["negative_texts"][row] = [ctx["text"] for ctx in negatives]
+    encoded = encode_reader_inputs(
+        tokenizer,
+        [batch["question"][row] for row, _ in pairs],
+        [ctx["title"] for _, ctx in pairs],
+        [ctx["text"] for _, ctx in pairs],
+        max_length=max_length,
+    )
     out["num_positives"] = [0] * len(batch["question"])
     out["num_unlocated"] = [0] * len(batch["question"])
-    for index, (row, positive, ctx) in enumerate(pairs):
+    for index, (row, ctx) in enumerate(pairs):
         input_ids, span_mask = encoded["input_ids"][index], encoded["span_mask"][index]
-        if not positive:
-            out["negative_input_ids"][row].append(input_ids)
-            out["negative_span_mask"][row].append(span_mask)
-            continue
         out["num_positives"][row] += 1
         spans = locate_answer_spans(
             ctx["text"], batch["answers"][row], encoded["text_offsets"][index], span_mask, max_n_answers
@@ -388,10 +386,12 @@ class ReaderCollator:
     are a random subset, as DPR does, from a generator seeded by (seed, epoch, question): batches do not depend
     on global random state, so a resumed run sees the same ones. Without `shuffle` the first ones are taken.
     Questions with fewer passages than `passages_per_question` get padding passages, masked by `passage_mask`.
+    The drawn negatives are tokenised here, at `max_length` (the length the positives were tokenised at).
     """
 
     tokenizer: PreTrainedTokenizerBase
     passages_per_question: int = 24
+    max_length: int = READER_MAX_LENGTH
     max_n_answers: int = 10
     shuffle: bool = True
     seed: int = 42
@@ -407,16 +407,25 @@ class ReaderCollator:
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
         rows = []  # per question: list of (input_ids, span_mask), positive first
         spans = []
-        for feature in features:
+        drawn = []  # (row, question, title, text) of every drawn negative, tokenised in one call below
+        for row, feature in enumerate(features):
             rng = seeded_rng(self.seed, self.epoch, feature["question"])
             positive = self._pick(rng, len(feature["positive_input_ids"]), 1)[0]
-            negatives = self._pick(rng, len(feature["negative_input_ids"]), self.passages_per_question - 1)
-            rows.append(
-                [(feature["positive_input_ids"][positive], feature["positive_span_mask"][positive])]
-                + [(feature["negative_input_ids"][i], feature["negative_span_mask"][i]) for i in negatives]
-            )
+            negatives = self._pick(rng, len(feature["negative_texts"]), self.passages_per_question - 1)
+            rows.append([(feature["positive_input_ids"][positive], feature["positive_span_mask"][positive])])
+            drawn += [
+                (row, feature["question"], feature["negative_titles"][i], feature["negative_texts"][i])
+                for i in negatives
+            ]
             starts, ends = feature["positive_starts"][positive], feature["positive_ends"][positive]
             spans.append((starts[: self.max_n_answers], ends[: self.max_n_answers]))
+        if drawn:
+            rows_of, questions, titles, texts = zip(*drawn, strict=True)
+            encoded = encode_reader_inputs(
+                self.tokenizer, questions, titles, texts, max_length=self.max_length
+            )
+            for row, ids, mask in zip(rows_of, encoded["input_ids"], encoded["span_mask"], strict=True):
+                rows[row].append((ids, mask))
         n_questions, n_passages = len(rows), max(len(passages) for passages in rows)
         seq_len = max(len(ids) for passages in rows for ids, _ in passages)
         input_ids = torch.full(

@@ -137,6 +137,7 @@ class ReaderTask(TrainingTask):
         return ReaderCollator(
             self.tokenizer,
             passages_per_question=self.args.passages_per_question,
+            max_length=self.args.max_length,
             max_n_answers=self.args.max_n_answers,
             shuffle=True,
             seed=self.seed,
