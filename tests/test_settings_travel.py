@@ -169,3 +169,16 @@ def test_best_model_metric_named_in_the_arguments_wins(tmp_path, backbone, token
     assert (named.args.metric_for_best_model, named.args.greater_is_better) == ("accuracy", True)
     lower = Trainer(task, _two_steps(tmp_path / "c", metric_for_best_model="average_rank"))
     assert (lower.args.metric_for_best_model, lower.args.greater_is_better) == ("average_rank", False)
+
+
+def test_adamw_is_fused_by_default_and_plain_on_request(tmp_path, backbone, tokenizer):
+    from dpr_hf.training import Trainer
+
+    question_encoder, passage_encoder, _ = load_encoders(str(backbone))
+    task = RetrieverTask(RetrieverArguments(), question_encoder, passage_encoder, tokenizer, None)
+    fused = Trainer(task, _two_steps(tmp_path / "a"))._optimizer(task.models())
+    assert fused.defaults["fused"] is True
+    plain = Trainer(task, _two_steps(tmp_path / "b", optim="adamw_torch"))._optimizer(task.models())
+    assert not plain.defaults["fused"]
+    with pytest.raises(ValueError, match="optim must be one of"):
+        _two_steps(tmp_path / "c", optim="sgd")

@@ -441,6 +441,7 @@ def _flag_value(name: str, default) -> str:
         "mixed_precision": "bf16",
         "report_to": "tensorboard",
         "pooling": "mean",
+        "optim": "adamw_torch",
     }
     if name in special:
         return special[name]

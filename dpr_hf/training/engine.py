@@ -64,6 +64,7 @@ __all__ = [
 ]
 
 CHECKPOINT_PREFIX = "step_"
+FUSED_ADAMW_DEVICES = ("cpu", "cuda", "mps", "xpu")  # where torch's AdamW has a fused kernel
 STATE_FILE = "trainer_state.json"
 TRACKING_PROJECT = "runs"  # trackers log under output_dir/runs (tensorboard: its event files)
 
@@ -188,6 +189,8 @@ class Trainer:
                 if param.requires_grad:
                     no_decay_param = param.ndim < 2 or "norm" in name.lower()  # biases and LayerNorm weights
                     (no_decay if no_decay_param else decay).append(param)
+        # fused: one kernel updates every parameter (torch has them for CPU, CUDA, MPS and XPU); elsewhere the loop
+        fused = self.args.optim == "adamw_torch_fused" and self.accelerator.device.type in FUSED_ADAMW_DEVICES
         return torch.optim.AdamW(
             [
                 {"params": decay, "weight_decay": self.args.weight_decay},
@@ -196,6 +199,7 @@ class Trainer:
             lr=self.args.learning_rate,
             betas=(self.args.adam_beta1, self.args.adam_beta2),
             eps=self.args.adam_epsilon,
+            fused=fused or None,
         )
 
     def _write_json(self, name: str, payload: Any) -> None:
