@@ -40,6 +40,19 @@ def base_model_dir() -> str:
     return str(MODEL_DIR)
 
 
+def qa_peer(path: str | Path | None = None):
+    """The reader peer a transformers user picks: `AutoModelForQuestionAnswering` and its tokenizer, fp32.
+
+    Default: the base model with a fresh QA head (enough for timing); a trained peer's folder for quality.
+    """
+    import torch
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+    path = str(path or base_model_dir())
+    model = AutoModelForQuestionAnswering.from_pretrained(path, dtype=torch.float32)
+    return model.eval(), AutoTokenizer.from_pretrained(path)
+
+
 def cpu_model() -> str:
     from dpr_hf.export.auto import cpu_name
 

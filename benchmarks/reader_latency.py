@@ -25,12 +25,7 @@ from pathlib import Path
 import common
 import numpy as np
 import torch
-from transformers import (
-    AutoModelForQuestionAnswering,
-    AutoTokenizer,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-)
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from dpr_hf.evaluation.reader import load_reader
 from dpr_hf.models.tokenization import encode_reader_inputs
@@ -118,8 +113,7 @@ def main() -> None:
     rows = json.loads(args.results.read_text())[: args.questions]
     reader, tokenizer = load_reader(args.reader)
     max_length = reader.config.max_seq_length
-    peer = AutoModelForQuestionAnswering.from_pretrained(common.base_model_dir(), dtype=torch.float32).eval()
-    peer_tokenizer = AutoTokenizer.from_pretrained(common.base_model_dir())
+    peer, peer_tokenizer = common.qa_peer()
     tokens = check_same_tokens(tokenizer, peer_tokenizer, rows, 20, max_length)
     torch.set_grad_enabled(False)
 
