@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import random
 from pathlib import Path
@@ -29,7 +30,10 @@ TOP_N = (1, 5, 20)
 
 def open_squad_top20(pair_dir: Path, count: int, output: Path) -> list[dict]:
     """Top-20 dense passages for `count` seeded dev-a questions over the full SQuAD corpus, cached."""
-    cache = output / f"{pair_dir.name}-{count}-top20.json"
+    # keyed by the pair's weights, not its folder name: every trained pair's folder is called "retriever"
+    weights = [pair_dir / tower / "model.safetensors" for tower in ("question_encoder", "passage_encoder")]
+    stamp = hashlib.sha256(b"".join(path.read_bytes() for path in weights)).hexdigest()[:16]
+    cache = output / f"{pair_dir.name}-{stamp}-{count}-top20.json"
     if cache.exists():
         return json.loads(cache.read_text())
     corpus, questions = common.open_squad(0)

@@ -27,6 +27,7 @@ from transformers import AutoTokenizer
 
 from dpr_hf.encoding import encode_passages
 from dpr_hf.evaluation.retrieval import evaluate_retriever, plot_top_k_curves
+from dpr_hf.export.auto import stream_batch_size
 from dpr_hf.index.passage_index import PassageIndex
 from dpr_hf.models.fingerprints import encoder_fingerprint
 from dpr_hf.models.modeling import PassageEncoder, QuestionEncoder
@@ -82,8 +83,13 @@ def dense_retriever(pair_dir, corpus, precision: str | None) -> tuple[DenseRetri
     passage_encoder = PassageEncoder.from_pretrained(pair_dir / "passage_encoder", dtype=torch.float32).eval()
     question_encoder = QuestionEncoder.from_pretrained(pair_dir / "question_encoder", dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(pair_dir / "passage_encoder")
+    # on a multi-core CPU, dpr-hf encode's streamed plan (docs/encoding.md): the same vectors, ~1.3x sooner
+    streams = torch.get_num_threads()
+    batch_size = stream_batch_size(passage_encoder.config.max_seq_length) if streams > 1 else 64
     start = time.perf_counter()
-    embedded = encode_passages(passage_encoder, tokenizer, corpus, batch_size=64, precision=precision)
+    embedded = encode_passages(
+        passage_encoder, tokenizer, corpus, batch_size=batch_size, precision=precision, streams=streams
+    )
     seconds = time.perf_counter() - start
     index = PassageIndex.build(embedded, "Flat", encoder_fingerprint=encoder_fingerprint(passage_encoder))
     return DenseRetriever(question_encoder, tokenizer, index, precision=precision), seconds
