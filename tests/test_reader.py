@@ -174,7 +174,7 @@ def test_tokenize_counts_what_is_left_out(tmp_path, tokenizer, caplog):
     ]
     dataset = load_reader_data(_write(tmp_path / "results.json", records))
     with caplog.at_level(logging.WARNING, logger="dpr_hf.data.reader"):
-        tokenized, stats = tokenize_reader_data(dataset, tokenizer, max_length=48)
+        tokenized, stats = tokenize_reader_data(dataset, tokenizer, max_length=48, stride=0)
     assert stats.to_dict() == {
         "questions": 3,
         "kept": 1,
@@ -195,6 +195,39 @@ def test_tokenize_counts_what_is_left_out(tmp_path, tokenizer, caplog):
     assert tokenizer.decode(
         second[example["positive_starts"][1][0] : example["positive_ends"][1][0] + 1]
     ) == ("the 19th century")
+
+
+def test_windows_keep_an_answer_past_the_cut(tmp_path, tokenizer):
+    long_text = "word " * 80 + "ending here"
+    records = [
+        {
+            "question": "what is at the end?",
+            "answers": ["ending"],
+            "ctxs": [
+                {"id": "5", "title": "Long", "text": long_text, "has_answer": True},
+                {"id": "6", "title": "Other", "text": "word " * 80, "has_answer": False},
+            ],
+        },
+        {  # the answer is in the first window too: that one is kept
+            "question": "what is first?",
+            "answers": ["first"],
+            "ctxs": [{"id": "7", "title": "Start", "text": "first " + "word " * 80, "has_answer": True}],
+        },
+    ]
+    dataset = load_reader_data(_write(tmp_path / "results.json", records))
+    tokenized, stats = tokenize_reader_data(dataset, tokenizer, max_length=48)
+    assert stats.kept == 2 and stats.unlocated_positives == 0
+    late, early = tokenized[0], tokenized[1]
+    ids = late["positive_input_ids"][0]
+    (start,), (end,) = late["positive_starts"][0], late["positive_ends"][0]
+    assert len(ids) <= 48 and tokenizer.decode(ids[start : end + 1]) == "ending"
+    assert early["positive_starts"][0] == [early["positive_input_ids"][0].index(tokenizer.sep_token_id) + 3]
+    # the negative stays whole text: the collator cuts it at its max_length
+    assert late["negative_texts"] == ["word " * 80]
+    batch = ReaderCollator(tokenizer, passages_per_question=2, max_length=48)([late])
+    assert batch["input_ids"].shape == (1, 2, 48)
+    start_row = batch["start_positions"][0, 0].item()
+    assert tokenizer.decode(batch["input_ids"][0, 0, start_row]) == "ending"
 
 
 def test_squad_source_with_bm25_negatives(tmp_path, caplog):

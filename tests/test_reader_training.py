@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -83,6 +84,24 @@ def test_kill_and_resume_gives_the_same_weights(tmp_path, tiny_reader, tokenizer
     metrics = json.loads((interrupted / "metrics.json").read_text())
     assert metrics["global_step"] == 60
     assert (interrupted / "reader" / "tokenizer.json").exists()
+
+
+def test_train_max_length_trains_short_and_reads_long(tmp_path, tiny_reader, tokenizer):
+    """Training windows of `train_max_length` tokens; the saved reader reads at `max_length`."""
+    from dpr_hf.data.reader import load_reader_data, tokenize_reader_data
+    from dpr_hf.training.reader import ReaderArguments, ReaderTask
+
+    args = ReaderArguments(train_file="unused", max_length=64, train_max_length=24, passages_per_question=3)
+    train, _ = tokenize_reader_data(
+        load_reader_data(_train_results(tmp_path / "train.json")), tokenizer, max_length=24
+    )
+    reader = copy.deepcopy(tiny_reader)  # the task writes the read length into the reader's config
+    task = ReaderTask(args, reader, tokenizer, train)
+    batch = task.data_collator()([train[i] for i in range(4)])
+    assert batch["input_ids"].shape[:2] == (4, 3) and batch["input_ids"].shape[2] <= 24
+    assert reader.config.max_seq_length == 64
+    with pytest.raises(ValueError, match="train_max_length must be > 0"):
+        ReaderArguments(train_max_length=0)
 
 
 @pytest.mark.slow

@@ -265,7 +265,7 @@ class ReaderDataStats:
     questions: int = 0
     kept: int = 0
     without_positive: int = 0  # no passage contains an answer: nothing to learn a span from
-    unlocated_positives: int = 0  # positives whose answer lies past the truncation or not on token boundaries
+    unlocated_positives: int = 0  # positives whose answer is in no window read, or not on token boundaries
     unlocated_questions: int = 0  # questions whose positives were all unlocated
 
     def report(self, name: str) -> None:
@@ -293,6 +293,7 @@ def _tokenize_batch(
     max_n_answers: int,
     max_positives: int,
     max_negatives: int,
+    stride: int,
 ) -> dict[str, list]:
     pairs = []  # (row, positive ctx): only positives are tokenised here, to locate their answer spans
     out = {
@@ -311,16 +312,23 @@ def _tokenize_batch(
         [ctx["title"] for _, ctx in pairs],
         [ctx["text"] for _, ctx in pairs],
         max_length=max_length,
+        stride=stride,
     )
+    windows_of: list[list[int]] = [[] for _ in pairs]
+    for window, pair in enumerate(encoded.get("overflow_to_sample_mapping", range(len(pairs)))):
+        windows_of[pair].append(window)
     out["num_positives"] = [0] * len(batch["question"])
     out["num_unlocated"] = [0] * len(batch["question"])
     for index, (row, ctx) in enumerate(pairs):
-        input_ids, span_mask = encoded["input_ids"][index], encoded["span_mask"][index]
         out["num_positives"][row] += 1
-        spans = locate_answer_spans(
-            ctx["text"], batch["answers"][row], encoded["text_offsets"][index], span_mask, max_n_answers
-        )
-        if not spans:
+        for window in windows_of[index]:  # the first window that holds an answer
+            input_ids, span_mask = encoded["input_ids"][window], encoded["span_mask"][window]
+            spans = locate_answer_spans(
+                ctx["text"], batch["answers"][row], encoded["text_offsets"][window], span_mask, max_n_answers
+            )
+            if spans:
+                break
+        else:
             out["num_unlocated"][row] += 1
             continue
         out["positive_input_ids"][row].append(input_ids)
@@ -338,9 +346,13 @@ def tokenize_reader_data(
     max_positives: int = 20,
     max_negatives: int = 50,
     num_proc: int | None = None,
+    stride: int | None = None,
 ) -> tuple[datasets.Dataset, ReaderDataStats]:
     """Tokenise reader data for training: per question, located positives and negatives.
 
+    A positive longer than `max_length` is read in windows overlapping by `stride` tokens (default a quarter of
+    `max_length`; 0: cut at `max_length`) and kept as the first window that holds an answer, so an answer past
+    the cut is still learned from. Negatives are tokenised later, by the collator, cut at `max_length`.
     Returns the questions that have at least one positive with a located answer span, and the counts of what
     was left out (also logged as a warning).
     """
@@ -357,6 +369,7 @@ def tokenize_reader_data(
             "max_n_answers": max_n_answers,
             "max_positives": max_positives,
             "max_negatives": max_negatives,
+            "stride": max_length // 4 if stride is None else stride,
         },
         desc="Tokenising reader data",
     )

@@ -93,12 +93,17 @@ def encode_reader_inputs(
     titles: Sequence[str | None],
     texts: Sequence[str],
     max_length: int = READER_MAX_LENGTH,
+    stride: int = 0,
 ) -> BatchEncoding:
     """Tokenise (question, passage) pairs for `ExtractiveReader`, without padding (lists, one row per pair).
 
     Besides `input_ids` and `attention_mask`, each row has `span_mask` (1 on passage-text tokens, the only
     tokens an answer may start or end on) and `text_offsets` (character offsets of each token in the passage
     text; (0, 0) elsewhere). Only the passage is truncated to `max_length`. `word_ids(i)` stays available.
+
+    `stride` > 0 reads each passage in windows of `max_length` tokens that overlap by `stride` tokens (the
+    tokenizer's overflowing tokens), so no part of a long passage is cut off: rows are then windows, and
+    `overflow_to_sample_mapping` gives each window's pair. Windows after the first start inside the passage.
     """
     if not tokenizer.is_fast:
         raise ValueError(
@@ -121,10 +126,12 @@ def encode_reader_inputs(
         truncation="only_second",
         return_offsets_mapping=True,
         return_token_type_ids=False,
+        **({"stride": stride, "return_overflowing_tokens": True} if stride else {}),
     )
+    pair_of = encoded.get("overflow_to_sample_mapping", range(len(seconds)))
     span_masks, text_offsets = [], []
-    for row, (title, offsets) in enumerate(zip(titles, encoded["offset_mapping"], strict=True)):
-        text_start = len(title) + len(separator)
+    for row, (pair, offsets) in enumerate(zip(pair_of, encoded["offset_mapping"], strict=True)):
+        text_start = len(titles[pair]) + len(separator)
         sequence_ids = encoded.sequence_ids(row)
         mask, row_offsets = [], []
         for sequence_id, (start, end) in zip(sequence_ids, offsets, strict=True):

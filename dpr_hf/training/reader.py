@@ -60,6 +60,13 @@ class ReaderArguments:
             "reader); saved in the config, so reading uses it."
         },
     )
+    train_max_length: int | None = field(
+        default=None,
+        metadata={
+            "help": "Tokens per training example (default: max_length). Shorter is cheaper per step: positives "
+            "are windows holding an answer, negatives their first tokens; the reader still reads at max_length."
+        },
+    )
     passages_per_question: int = field(
         default=24, metadata={"help": "Passages per question in training: 1 positive + negatives (DPR: 24)."}
     )
@@ -75,8 +82,9 @@ class ReaderArguments:
     max_answer_length: int = field(default=10, metadata={"help": "Longest answer span in tokens (decoding)."})
 
     def __post_init__(self):
-        if self.max_length is not None and self.max_length <= 0:
-            raise ValueError(f"max_length must be > 0, got {self.max_length}")
+        for name in ("max_length", "train_max_length"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
 
 
 def load_reader_model(model_name_or_path: str) -> tuple[ExtractiveReader, PreTrainedTokenizerBase]:
@@ -137,7 +145,7 @@ class ReaderTask(TrainingTask):
         return ReaderCollator(
             self.tokenizer,
             passages_per_question=self.args.passages_per_question,
-            max_length=self.args.max_length,
+            max_length=self.args.train_max_length or self.args.max_length,
             max_n_answers=self.args.max_n_answers,
             shuffle=True,
             seed=self.seed,
@@ -198,7 +206,7 @@ def train_reader(args: ReaderArguments, training_args: TrainingArguments) -> dic
     train, _ = tokenize_reader_data(
         train,
         tokenizer,
-        max_length=args.max_length or reader.config.max_seq_length,
+        max_length=args.train_max_length or args.max_length or reader.config.max_seq_length,
         max_n_answers=args.max_n_answers,
         max_positives=args.max_positives,
         max_negatives=args.max_negatives,
