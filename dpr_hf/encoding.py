@@ -39,6 +39,7 @@ PASSAGES_DIR = "passages"
 MANIFEST_VERSION = 1
 PRECISIONS = ("fp32", "bf32", "bf16", "fp16")
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+TOKENIZE_CHUNK = 4096  # texts per tokenizer call in `encode`
 
 
 def distributed_state() -> PartialState:
@@ -48,12 +49,48 @@ def distributed_state() -> PartialState:
     return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.accelerator.is_available())
 
 
-def _length_order(titles: Sequence[str] | None, texts: Sequence[str]) -> np.ndarray:
-    """Longest first, by characters: batches of similar length waste no padding, and an OOM shows at once."""
-    lengths = np.fromiter((len(text) for text in texts), dtype=np.int64, count=len(texts))
-    if titles is not None:
-        lengths += np.fromiter((len(title or "") for title in titles), dtype=np.int64, count=len(texts))
-    return np.argsort(-lengths, kind="stable")
+def _token_ids(
+    tokenizer: PreTrainedTokenizerBase,
+    role: str,
+    texts: Sequence[str],
+    titles: Sequence[str | None] | None,
+    max_length: int,
+) -> tuple[list[np.ndarray], list[str]]:
+    """Every text's token ids (int32, unpadded) as the encoder reads them, tokenised in chunks (one tokenizer
+    call per chunk is cheaper than one per batch, and chunks keep the tokenizer's Python lists small), and the
+    input names the encoder is given."""
+    ids: list[np.ndarray] = []
+    names: list[str] = []
+    for start in range(0, len(texts), TOKENIZE_CHUNK):
+        chunk = texts[start : start + TOKENIZE_CHUNK]
+        if role == "question":
+            encoded = format_questions(
+                tokenizer, chunk, max_length=max_length, padding=False, return_tensors=None
+            )
+        else:
+            chunk_titles = titles[start : start + TOKENIZE_CHUNK] if titles is not None else None
+            encoded = format_passages(
+                tokenizer, chunk_titles, chunk, max_length=max_length, padding=False, return_tensors=None
+            )
+        ids += [np.asarray(row, dtype=np.int32) for row in encoded["input_ids"]]
+        names = list(encoded.keys())
+    return ids, names
+
+
+def _padded_batch(ids: list[np.ndarray], names: list[str], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded `input_ids`, `attention_mask` and (all-zero, as DPR's) `token_type_ids`, as named."""
+    length = max(len(row) for row in ids)
+    input_ids = np.full((len(ids), length), pad_token_id, dtype=np.int64)
+    attention_mask = np.zeros((len(ids), length), dtype=np.int64)
+    for i, row in enumerate(ids):
+        input_ids[i, : len(row)] = row
+        attention_mask[i, : len(row)] = 1
+    arrays = {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "token_type_ids": np.zeros_like(input_ids),
+    }
+    return {name: torch.from_numpy(arrays[name]) for name in names if name in arrays}
 
 
 @contextmanager
@@ -100,8 +137,8 @@ def encode(
     """Embeddings `(len(texts), dim)` float32 in input order: the one encoding loop of dpr_hf.
 
     Questions or passages, by the encoder's role (`titles` go with passages), formatted as in training, read at
-    the encoder's trained `config.max_seq_length` unless `max_length` says otherwise, in length-sorted batches
-    (longest first: little padding, and an out-of-memory shows at once).
+    the encoder's trained `config.max_seq_length` unless `max_length` says otherwise, tokenised once, in batches
+    sorted by token count (longest first: little padding, and an out-of-memory shows at once).
 
     `streams` > 1 (CPU only) runs that many batches at once, each on its share of torch's threads: on a small
     CPU, small batches on one thread each keep activations in cache and skip the threads' synchronisation after
@@ -115,21 +152,19 @@ def encode(
     device = encoder.device
     if streams > 1 and device.type != "cpu":
         raise ValueError(f"streams > 1 runs batches in parallel on CPU threads; the encoder is on {device}")
-    order = _length_order(titles, texts)
+    token_ids, names = _token_ids(tokenizer, role, texts, titles, max_length)
+    # longest first, by tokens: batches of equal length waste no padding, and an out-of-memory shows at once
+    order = np.argsort(-np.fromiter(map(len, token_ids), dtype=np.int64, count=len(texts)), kind="stable")
     embeddings = np.empty((len(texts), encoder.config.embedding_dim), dtype=np.float32)
     progress = tqdm(total=len(texts), desc=f"Encoding {role}s", unit=role, disable=not show_progress)
     # autocast is per thread, so each stream enters it; bf32 is a process-wide switch, set once around all streams
     autocast = precision in _AUTOCAST_DTYPES
 
     def encode_batch(rows: np.ndarray) -> None:
-        batch = [texts[i] for i in rows]
-        if role == "question":
-            inputs = format_questions(tokenizer, batch, max_length=max_length)
-        else:
-            batch_titles = [titles[i] for i in rows] if titles is not None else None
-            inputs = format_passages(tokenizer, batch_titles, batch, max_length=max_length)
+        inputs = _padded_batch([token_ids[i] for i in rows], names, tokenizer.pad_token_id)
         with precision_context(device, precision) if autocast else nullcontext():
-            embeddings[rows] = encoder(**inputs.to(device)).pooler_output.float().cpu().numpy()
+            inputs = {name: tensor.to(device) for name, tensor in inputs.items()}
+            embeddings[rows] = encoder(**inputs).pooler_output.float().cpu().numpy()
         progress.update(len(rows))
 
     batches = [order[start : start + batch_size] for start in range(0, len(texts), batch_size)]
@@ -220,7 +255,7 @@ def encode_corpus(
     `i, i + n, ...`. Finished shards are saved (atomically) in `<output_dir>.shards/`, so a rerun of an interrupted
     job encodes only the missing ones; at the end the main process merges them into `output_dir` (written under
     a temporary name, then renamed) with `encoding.json` (encoder name + fingerprint, read by `PassageIndex`).
-    Memory holds one shard of embeddings and one batch of token tensors at a time.
+    Memory holds one shard of embeddings and token ids (int32) and one batch of token tensors at a time.
     """
     state = distributed_state()
     output_dir = Path(output_dir)
