@@ -28,11 +28,17 @@ from dpr_hf.reader.decoding import RANKINGS, PassageReading, rank_answers, score
 TOP_N = (1, 5, 20)
 
 
+def weights_stamp(paths) -> str:
+    """What a cache of a model's outputs is keyed by: its weights (every trained model's folder has the same name)."""
+    return hashlib.sha256(b"".join(path.read_bytes() for path in paths)).hexdigest()[:16]
+
+
 def open_squad_top20(pair_dir: Path, count: int, output: Path) -> list[dict]:
     """Top-20 dense passages for `count` seeded dev-a questions over the full SQuAD corpus, cached."""
     # keyed by the pair's weights, not its folder name: every trained pair's folder is called "retriever"
-    weights = [pair_dir / tower / "model.safetensors" for tower in ("question_encoder", "passage_encoder")]
-    stamp = hashlib.sha256(b"".join(path.read_bytes() for path in weights)).hexdigest()[:16]
+    stamp = weights_stamp(
+        pair_dir / tower / "model.safetensors" for tower in ("question_encoder", "passage_encoder")
+    )
     cache = output / f"{pair_dir.name}-{stamp}-{count}-top20.json"
     if cache.exists():
         return json.loads(cache.read_text())
@@ -84,7 +90,8 @@ def main() -> None:
     max_length = args.max_length or reader.config.max_seq_length
     started = common.now()
     source = args.retriever or args.results
-    cache = output / f"readings-{args.reader.name}-{max_length}-{source.stem}-{len(rows)}.json"
+    stamp = weights_stamp([args.reader / "model.safetensors"])
+    cache = output / f"readings-{args.reader.name}-{stamp}-{max_length}-{source.stem}-{len(rows)}.json"
     if cache.exists():  # the same readings: only the rankings below change between runs
         readings = [[PassageReading(**r) for r in q] for q in json.loads(cache.read_text())]
     else:
