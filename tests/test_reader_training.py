@@ -100,8 +100,11 @@ def test_train_max_length_trains_short_and_reads_long(tmp_path, tiny_reader, tok
     batch = task.data_collator()([train[i] for i in range(4)])
     assert batch["input_ids"].shape[:2] == (4, 3) and batch["input_ids"].shape[2] <= 24
     assert reader.config.max_seq_length == 64
-    with pytest.raises(ValueError, match="train_max_length must be > 0"):
+    with pytest.raises(ValueError, match="train_max_length must be >= 16 tokens, got 0"):
         ReaderArguments(train_max_length=0)
+    # too short for a question, a title and the windows' overlap: named before the tokenizer panics
+    with pytest.raises(ValueError, match="max_length must be >= 16 tokens, got 12"):
+        ReaderArguments(max_length=12)
 
 
 @pytest.mark.slow

@@ -27,6 +27,8 @@ from ..models.tokenization import tokenizer_fingerprint
 from .arguments import TrainingArguments, resolve_model_path, seeded_subset
 from .engine import Trainer, TrainingTask
 
+MIN_READER_LENGTH = 16
+
 
 @dataclass
 class ReaderArguments:
@@ -82,9 +84,18 @@ class ReaderArguments:
     max_answer_length: int = field(default=10, metadata={"help": "Longest answer span in tokens (decoding)."})
 
     def __post_init__(self):
+        # Below this a question and title leave the passage fewer tokens than the windows' overlap.
         for name in ("max_length", "train_max_length"):
-            if getattr(self, name) is not None and getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+            if getattr(self, name) is not None and getattr(self, name) < MIN_READER_LENGTH:
+                raise ValueError(f"{name} must be >= {MIN_READER_LENGTH} tokens, got {getattr(self, name)}")
+
+    def with_lengths_of(self, reader: ExtractiveReader) -> ReaderArguments:
+        """These arguments with both lengths resolved: `max_length` (default: the reader config's
+        `max_seq_length`) and `train_max_length` (default: `max_length`)."""
+        max_length = self.max_length or reader.config.max_seq_length
+        return dataclasses.replace(
+            self, max_length=max_length, train_max_length=self.train_max_length or max_length
+        )
 
 
 def load_reader_model(model_name_or_path: str) -> tuple[ExtractiveReader, PreTrainedTokenizerBase]:
@@ -125,9 +136,8 @@ class ReaderTask(TrainingTask):
         seed: int = 42,
         eval_batch_size: int = 64,
     ):
-        if args.max_length is not None:
-            reader.config.max_seq_length = args.max_length
-        self.args = dataclasses.replace(args, max_length=reader.config.max_seq_length)
+        self.args = args.with_lengths_of(reader)
+        reader.config.max_seq_length = self.args.max_length
         self.reader = reader
         self.tokenizer = tokenizer
         self._train_dataset = train_dataset
@@ -145,7 +155,7 @@ class ReaderTask(TrainingTask):
         return ReaderCollator(
             self.tokenizer,
             passages_per_question=self.args.passages_per_question,
-            max_length=self.args.train_max_length or self.args.max_length,
+            max_length=self.args.train_max_length,
             max_n_answers=self.args.max_n_answers,
             shuffle=True,
             seed=self.seed,
@@ -203,10 +213,11 @@ def train_reader(args: ReaderArguments, training_args: TrainingArguments) -> dic
     reader, tokenizer = load_reader_model(args.model_name_or_path)
     train = load_reader_data(args.train_file, args.train_retrieval_results, num_retrieved=args.num_retrieved)
     train = seeded_subset(train, args.max_train_samples, training_args.seed)
+    args = args.with_lengths_of(reader)
     train, _ = tokenize_reader_data(
         train,
         tokenizer,
-        max_length=args.train_max_length or args.max_length or reader.config.max_seq_length,
+        max_length=args.train_max_length,
         max_n_answers=args.max_n_answers,
         max_positives=args.max_positives,
         max_negatives=args.max_negatives,
