@@ -4,7 +4,8 @@
         [--questions 300] [--max-length N]
 
 `--retriever`: DPR's SQuAD open setting, a seeded sample of dev-a questions over every SQuAD train + dev-a
-paragraph (the corpus encoding is the slow part; its top-20 is cached in runs/bench/reader-ranking/).
+paragraph (the corpus encoding is the slow part; its top-20 is cached in runs/bench/reader-ranking/); it also
+reports EM/F1 on each question's gold paragraph alone (the reader's ceiling with one passage).
 `--results`: any retrieval-results JSON (`dpr-hf evaluate-retrieval`'s results.json), e.g. the quickstart's dev
 subset. The reader reads each question's 20 passages once; every ranking ranks the same readings.
 """
@@ -21,6 +22,7 @@ from pathlib import Path
 import common
 from retrieval_quality import dense_retriever
 
+from dpr_hf.data import load_passages, load_questions
 from dpr_hf.evaluation.metrics import exact_match_score, f1_score, has_answer
 from dpr_hf.evaluation.reader import load_reader
 from dpr_hf.reader.decoding import RANKINGS, PassageReading, rank_answers, score_passages
@@ -59,6 +61,25 @@ def open_squad_top20(pair_dir: Path, count: int, output: Path) -> list[dict]:
     output.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps(rows, ensure_ascii=False))
     return rows
+
+
+def gold_paragraph_scores(reader, tokenizer, rows: list[dict], max_length: int) -> tuple[float, float]:
+    """EM/F1 (%) of the reader's best span in each dev-a question's own paragraph (the oracle passage)."""
+    gold_of = {q["id"]: q["gold_passage_id"] for q in load_questions(str(common.SQUAD_DEV))}
+    paragraphs = {p["id"]: p for p in load_passages(str(common.SQUAD_DEV))}
+    readings = score_passages(
+        reader,
+        tokenizer,
+        [row["question"] for row in rows],
+        [[paragraphs[gold_of[row["id"]]]] for row in rows],
+        max_length=max_length,
+    )
+    predictions = [r[0].spans[0]["answer"] if r[0].spans else "" for r in readings]
+    answers = [row["answers"] for row in rows]
+    return (
+        100 * sum(map(exact_match_score, predictions, answers)) / len(rows),
+        100 * sum(map(f1_score, predictions, answers)) / len(rows),
+    )
 
 
 def main() -> None:
@@ -109,6 +130,11 @@ def main() -> None:
         n: 100 * sum(any(c["has_answer"] for c in row["ctxs"][:n]) for row in rows) / len(rows) for n in TOP_N
     }
     print(f"{len(rows)} questions, {max_length} tokens; answer in top-n passages: {recall}", flush=True)
+    gold = ""
+    if args.retriever:  # dev-a questions: each has its own paragraph, the reader's ceiling on one passage
+        em, f1 = gold_paragraph_scores(reader, tokenizer, rows, max_length)
+        gold = f" Gold paragraph alone: EM {em:.1f}, F1 {f1:.1f}."
+        print(gold.strip(), flush=True)
     weights = [float(w) for w in args.weights.split(",")]
     variants = [(ranking, 0.0, 1) for ranking in RANKINGS]
     variants += [(ranking, weight, 1) for ranking in ("joint", "marginal") for weight in weights]
@@ -136,7 +162,7 @@ def main() -> None:
     body = "\n\n".join(
         [
             f"{len(rows)} questions ({args.retriever or args.results}); reader `{args.reader}` read at {max_length} "
-            f"tokens; answer in the top 1/5/20 passages: {' / '.join(f'{v:.1f}' for v in recall.values())} %.",
+            f"tokens; answer in the top 1/5/20 passages: {' / '.join(f'{v:.1f}' for v in recall.values())} %.{gold}",
             common.table(["ranking", *(f"EM@{n}" for n in TOP_N), *(f"F1@{n}" for n in TOP_N)], table),
         ]
     )
