@@ -150,6 +150,25 @@ def open_squad(max_questions: int = 0, other_passages: int = 0, seed: int = 0):
     return concatenate_datasets([train, dev]), questions
 
 
+def dev_gold_paragraphs(question_ids: Sequence[str]) -> list[dict]:
+    """Each SQuAD dev-a question's own paragraph (`id`, `title`, `text`), in the order of `question_ids`."""
+    from dpr_hf.data import load_passages, load_questions
+
+    gold_of = {q["id"]: q["gold_passage_id"] for q in load_questions(str(SQUAD_DEV))}
+    paragraphs = {p["id"]: p for p in load_passages(str(SQUAD_DEV))}
+    return [paragraphs[gold_of[i]] for i in question_ids]
+
+
+def squad_scores(predictions: Sequence[str], answers: Sequence[Sequence[str]]) -> tuple[float, float]:
+    """SQuAD exact match and F1 (%), averaged over the questions."""
+    from dpr_hf.evaluation.metrics import exact_match_score, f1_score
+
+    return (
+        100 * sum(map(exact_match_score, predictions, answers)) / len(predictions),
+        100 * sum(map(f1_score, predictions, answers)) / len(predictions),
+    )
+
+
 def dpr_hf_cli(*args: str) -> None:
     """Run one `dpr-hf` command in this process (as the quickstart does); fail loudly."""
     from dpr_hf.cli import main

@@ -42,7 +42,6 @@ from transformers.trainer_callback import ExportableState
 from transformers.trainer_utils import get_last_checkpoint
 
 from dpr_hf.data import load_passages, load_questions
-from dpr_hf.evaluation.metrics import exact_match_score, f1_score
 from dpr_hf.reader.decoding import best_spans
 from dpr_hf.training.arguments import seeded_subset
 
@@ -244,11 +243,7 @@ def read(
 def scores(rows: Sequence[dict], readings: list[list[tuple[float, str]]], n: int) -> tuple[float, float]:
     """EM and F1 (%) of the best span score across each question's first n passages."""
     predictions = [max(found[:n], default=(0.0, ""))[1] for found in readings]
-    answers = [row["answers"] for row in rows]
-    return (
-        100 * sum(map(exact_match_score, predictions, answers)) / len(rows),
-        100 * sum(map(f1_score, predictions, answers)) / len(rows),
-    )
+    return common.squad_scores(predictions, [row["answers"] for row in rows])
 
 
 def evaluate(args: argparse.Namespace) -> tuple[list[list], str, float]:

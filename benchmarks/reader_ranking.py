@@ -22,8 +22,7 @@ from pathlib import Path
 import common
 from retrieval_quality import dense_retriever
 
-from dpr_hf.data import load_passages, load_questions
-from dpr_hf.evaluation.metrics import exact_match_score, f1_score, has_answer
+from dpr_hf.evaluation.metrics import has_answer
 from dpr_hf.evaluation.reader import load_reader
 from dpr_hf.reader.decoding import RANKINGS, PassageReading, rank_answers, score_passages
 
@@ -65,21 +64,12 @@ def open_squad_top20(pair_dir: Path, count: int, output: Path) -> list[dict]:
 
 def gold_paragraph_scores(reader, tokenizer, rows: list[dict], max_length: int) -> tuple[float, float]:
     """EM/F1 (%) of the reader's best span in each dev-a question's own paragraph (the oracle passage)."""
-    gold_of = {q["id"]: q["gold_passage_id"] for q in load_questions(str(common.SQUAD_DEV))}
-    paragraphs = {p["id"]: p for p in load_passages(str(common.SQUAD_DEV))}
+    gold = common.dev_gold_paragraphs([row["id"] for row in rows])
     readings = score_passages(
-        reader,
-        tokenizer,
-        [row["question"] for row in rows],
-        [[paragraphs[gold_of[row["id"]]]] for row in rows],
-        max_length=max_length,
+        reader, tokenizer, [row["question"] for row in rows], [[p] for p in gold], max_length=max_length
     )
     predictions = [r[0].spans[0]["answer"] if r[0].spans else "" for r in readings]
-    answers = [row["answers"] for row in rows]
-    return (
-        100 * sum(map(exact_match_score, predictions, answers)) / len(rows),
-        100 * sum(map(f1_score, predictions, answers)) / len(rows),
-    )
+    return common.squad_scores(predictions, [row["answers"] for row in rows])
 
 
 def main() -> None:
@@ -155,8 +145,7 @@ def main() -> None:
                 for question_readings, row in zip(readings, rows, strict=True)
             ]
             predictions = [answers[0]["answer"] if answers else "" for answers in best]
-            em[n] = 100 * sum(map(exact_match_score, predictions, [r["answers"] for r in rows])) / len(rows)
-            f1[n] = 100 * sum(map(f1_score, predictions, [r["answers"] for r in rows])) / len(rows)
+            em[n], f1[n] = common.squad_scores(predictions, [r["answers"] for r in rows])
         table.append([name, *em.values(), *f1.values()])
         print(f"{name:<48}" + "".join(f"{v:7.1f}" for v in table[-1][1:]), flush=True)
     body = "\n\n".join(
