@@ -105,6 +105,13 @@ def test_train_max_length_trains_short_and_reads_long(tmp_path, tiny_reader, tok
     # too short for a question, a title and the windows' overlap: named before the tokenizer panics
     with pytest.raises(ValueError, match="max_length must be >= 16 tokens, got 12"):
         ReaderArguments(max_length=12)
+    # in a recipe, the error names the recipe file
+    from dpr_hf.training.arguments import TrainingArguments, parse_recipe
+
+    recipe = tmp_path / "reader.yaml"
+    recipe.write_text("train_file: unused\ntrain_max_length: 12\n")
+    with pytest.raises(ValueError, match=r"reader\.yaml: train_max_length must be >= 16 tokens, got 12"):
+        parse_recipe([ReaderArguments, TrainingArguments], recipe)
 
 
 @pytest.mark.slow

@@ -123,7 +123,12 @@ def parse_recipe(
         if unknown:
             raise ValueError(f"{recipe}: unknown keys {unknown}")
         parser.set_defaults(**values)
-    return parser.parse_args_into_dataclasses(args=list(overrides), look_for_args_file=False)
+    try:
+        return parser.parse_args_into_dataclasses(args=list(overrides), look_for_args_file=False)
+    except ValueError as error:  # a dataclass refusing a value: say which recipe held it
+        if recipe is None:
+            raise
+        raise ValueError(f"{recipe}: {error}") from error
 
 
 def add_recipe_arguments(
