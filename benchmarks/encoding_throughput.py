@@ -8,8 +8,9 @@ peer's own ONNX / OpenVINO backends, where optimum installs) with a quality guar
 Whole process: `dpr-hf encode` as a user types it (default flags, so `--backend auto`) and a script running
 sentence-transformers' default `encode` (same backbone and max length, its default batch size), each a
 subprocess timed from start to exit, over the same `--process-passages` SQuAD paragraphs (every dev-a paragraph,
-then seeded train paragraphs); dpr-hf once with an empty dpr_hf cache (cold: ONNX export and backend calibration
-included) and then warm; each run with an empty datasets cache, so no run reuses another's corpus.
+then seeded train paragraphs); per round, the peer, dpr-hf with an empty dpr_hf cache (cold: ONNX export and
+backend calibration included) and then warm on that cache, best of `--process-runs` rounds for each; each run with
+an empty datasets cache, so no run reuses another's corpus.
 
 Texts: SQuAD dev-a paragraphs as "title [SEP] text" (sentence-transformers) = the token ids of dpr_hf's passage
 format. Guard for each variant: min cosine to dpr_hf fp32 embeddings >= 0.999 and no question lost from the top-20
@@ -162,16 +163,17 @@ def whole_process(base: str, count: int, runs: int, peak: float) -> str:
         # dpr-hf's default backend (auto) unless the environment pins another
         env = {key: value for key, value in os.environ.items() if key != "DPR_HF_BACKEND"}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(common.ROOT), env.get("PYTHONPATH")]))
-        env["DPR_HF_CACHE"] = str(tmp / "dpr_hf_cache")  # empty: the first dpr-hf run is the cold one
         counter = iter(range(10_000))
 
-        def dpr_hf_run() -> tuple[float, str, Path]:
+        def dpr_hf_run(cache: Path) -> tuple[float, str, Path]:
+            """One `dpr-hf encode` with `cache` as its dpr_hf cache (empty: a cold run, which calibrates)."""
             run = next(counter)
             output = tmp / f"embeddings-{run}"
             command = [*dpr_hf_command(), "encode", "--passage-encoder", str(encoder_dir)]
             command += ["--passages", str(corpus), "--output", str(output)]
             seconds, stderr = timed_process(
-                command, {**env, "HF_DATASETS_CACHE": str(tmp / f"datasets-{run}")}
+                command,
+                {**env, "DPR_HF_CACHE": str(cache), "HF_DATASETS_CACHE": str(tmp / f"datasets-{run}")},
             )
             chosen = [line for line in stderr.splitlines() if "backend auto:" in line]
             return seconds, auto_choice(chosen[-1]) if chosen else "?", output
@@ -180,13 +182,12 @@ def whole_process(base: str, count: int, runs: int, peak: float) -> str:
             command = [sys.executable, "-c", ST_SCRIPT, base, str(corpus), str(tmp / "st.npy")]
             return timed_process([*command, str(max_length)], env)[0]
 
-        st_seconds = [st_run()]
-        cold_seconds, cold_choice, output = dpr_hf_run()
-        warm = [dpr_hf_run()]
-        for _ in range(runs - 1):  # alternate, so a change in the machine's load hits both
+        st_seconds, cold, warm = [], [], []
+        for run in range(runs):  # alternate, so a change in the machine's load hits every row alike
             st_seconds.append(st_run())
-            warm.append(dpr_hf_run())
-        warm_seconds, warm_choice, _ = min(warm)
+            cold.append(dpr_hf_run(tmp / f"dpr_hf_cache-{run}"))  # a fresh cache: calibration included
+            warm.append(dpr_hf_run(tmp / f"dpr_hf_cache-{run}"))
+        (cold_seconds, cold_choice, output), (warm_seconds, warm_choice, _) = min(cold), min(warm)
         peer = np.load(tmp / "st.npy")
         ours = np.asarray(load_from_disk(str(output)).with_format("numpy")["embeddings"], dtype=np.float32)
     unit = ours / np.linalg.norm(ours, axis=1, keepdims=True)
@@ -213,7 +214,7 @@ def whole_process(base: str, count: int, runs: int, peak: float) -> str:
         f"all-MiniLM-L6-v2 in sentence-transformers and calling its default `encode(texts)` (batch_size "
         f"{ST_DEFAULT_BATCH}) at max_seq_length "
         f"{max_length}, each a subprocess timed from start to exit (imports, model load, reading the corpus and "
-        f"writing the embeddings included; best of {runs} for the warm and peer runs). Min cosine between the "
+        f"writing the embeddings included; best of {runs} rounds of peer, cold and warm runs). Min cosine between the "
         f"dpr-hf and sentence-transformers embeddings: {cosine:.5f} (guard >= 0.999: "
         f"{'pass' if cosine >= 0.999 else 'FAIL'}). % of peak: useful forward FLOPs / wall time / fp32 matmul peak."
     )
@@ -234,7 +235,10 @@ def main() -> None:
         help="passages of the whole-process runs (default 2000, quick 64)",
     )
     parser.add_argument(
-        "--process-runs", type=int, default=1, help="warm dpr-hf / peer process runs (best kept)"
+        "--process-runs",
+        type=int,
+        default=1,
+        help="rounds of peer, cold and warm dpr-hf runs (best of each kept)",
     )
     parser.add_argument("--skip-process", action="store_true", help="leave out the whole-process comparison")
     args = parser.parse_args()
