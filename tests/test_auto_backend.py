@@ -20,9 +20,11 @@ from dpr_hf.export.auto import (
     GUARD_COSINE,
     MEASURE_MIN_TOKENS,
     MIN_SPEEDUP,
+    TIMED_ROUNDS,
     available_candidates,
     candidate_name,
     choose_backend,
+    close_call,
     stream_batch_size,
 )
 from dpr_hf.export.backends import PreparedEncoder, load_encoder, load_system, prepare_encoder
@@ -74,6 +76,10 @@ def test_auto_picks_a_guarded_backend_and_caches_it(encoder_dir, cache, tokenize
     assert set(measurements) == {f"{backend} {precision}" for backend, precision in candidates}
     chosen = measurements[f"{choice.backend} {choice.precision}"]
     assert chosen["cosine"] >= GUARD_COSINE and "rejected" not in chosen
+    timed = {name: m["seconds"] for name, m in measurements.items() if "seconds" in m}
+    (rounds,) = {m["rounds"] for m in measurements.values() if "seconds" in m}
+    # one round only where its times left no close call (then they are the recorded ones)
+    assert rounds == TIMED_ROUNDS or (rounds == 1 and not close_call(timed, "torch fp32"))
     if (choice.backend, choice.precision) != ("torch", "fp32"):
         assert measurements["torch fp32"]["seconds"] / chosen["seconds"] >= MIN_SPEEDUP
 
@@ -89,6 +95,16 @@ def test_auto_picks_a_guarded_backend_and_caches_it(encoder_dir, cache, tokenize
     again = choose_backend(encoder_dir, "passage")
     assert not again.measured and (again.backend, again.precision) == (choice.backend, choice.precision)
     assert (cache / CHOICE_FILE).stat().st_mtime_ns == before and len(_entries(cache)) == 1
+
+
+def test_a_second_timed_round_only_where_the_first_leaves_a_close_call():
+    reference = "torch fp32"
+    assert not close_call({reference: 1.0, "streams": 0.7}, reference)  # 1.4x: streams win either way
+    assert not close_call({reference: 1.0, "onnx": 1.5}, reference)  # far slower: the reference stays
+    assert close_call({reference: 1.0, "bf32": 1 / MIN_SPEEDUP}, reference)  # at the bar
+    assert close_call({reference: 1.0, "bf32": 0.9}, reference)  # 1.11x: noise could undo it
+    assert close_call({reference: 1.0, "streams": 0.5, "bf32": 0.55}, reference)  # which of two winners
+    assert not close_call({reference: 1.0}, reference)
 
 
 def test_a_changed_key_measures_again_beside_the_first_choice(encoder_dir, cache):

@@ -18,6 +18,7 @@ import datetime
 import hashlib
 import importlib.metadata
 import importlib.util
+import itertools
 import json
 import os
 import platform
@@ -44,6 +45,10 @@ SAMPLE_MAX_LENGTH = 256  # tokens of the longest sample text, at most (the run's
 DEFAULT_BATCH = 64  # the reference's batch size when the run's is not known
 STREAM_TOKENS = 1024  # tokens per batch of a stream: 4 x 256 fastest on the 2-core box (docs/encoding.md)
 TIMED_ROUNDS = 2  # the first is also the cosine check (after an untimed warm-up on a quarter of the sample)
+# A round after the first only where it can change the choice: where two candidates' times (the reference's divided
+# by MIN_SPEEDUP, the bar the others must beat) lie within this factor of each other. On 2 AVX2 cores streams beat
+# the reference by 1.4x, so the first (cold) run skips a round worth ~1/3 of the calibration.
+CLOSE_CALL = 1.2
 # Texts a run must encode before auto exports the ONNX models to time them: an export and compile takes 10-20 s
 # per tower on 2 cores, more than a 10% faster backend saves on fewer texts.
 EXPORT_MIN_TEXTS = 20_000
@@ -291,9 +296,10 @@ def _measure(
     length: int,
     batch_size: int | None = None,
 ) -> dict:
-    """Encode the sample (texts of up to `length` tokens) with each candidate: its embeddings' min cosine to the reference's (the first) and its
-    best time over `TIMED_ROUNDS` interleaved rounds (interleaved, so a burst of load hits all alike). Unstreamed
-    candidates read the sample in batches of the run's size, streamed ones in `stream_batch_size`s."""
+    """Encode the sample (texts of up to `length` tokens) with each candidate: its embeddings' min cosine to the
+    reference's (the first) and its best time over up to `TIMED_ROUNDS` interleaved rounds (interleaved, so a
+    burst of load hits all alike; a round after the first only on a `close_call`). Unstreamed candidates read the
+    sample in batches of the run's size, streamed ones in `stream_batch_size`s."""
     from transformers import AutoTokenizer
 
     from ..encoding import encode
@@ -342,14 +348,23 @@ def _measure(
         else:
             loaded[name] = (model, applied, streams)
             seconds[name] = first
-    for _ in range(TIMED_ROUNDS - 1):
+    rounds = 1
+    while rounds < TIMED_ROUNDS and close_call(seconds, candidate_name(candidates[0])):
+        rounds += 1
         for name, (model, precision, streams) in loaded.items():
             start = time.perf_counter()
             run(model, precision, streams)
             seconds[name] = min(seconds[name], time.perf_counter() - start)
     for name, value in seconds.items():
-        results[name]["seconds"] = round(value, 5)
+        results[name].update(seconds=round(value, 5), rounds=rounds)
     return results
+
+
+def close_call(seconds: dict[str, float], reference: str) -> bool:
+    """Whether another timed round could change the choice: two of the passing candidates' times lie within
+    `CLOSE_CALL` of each other, the reference's counted as its time / `MIN_SPEEDUP`."""
+    bars = sorted(value / MIN_SPEEDUP if name == reference else value for name, value in seconds.items())
+    return any(slower < faster * CLOSE_CALL for faster, slower in itertools.pairwise(bars))
 
 
 def _decide(candidates: list[tuple], results: dict, length: int, batch_size: int | None = None) -> dict:
