@@ -9,8 +9,8 @@ Whole process: `dpr-hf encode` as a user types it (default flags, so `--backend 
 sentence-transformers' default `encode` (same backbone and max length, its default batch size), each a
 subprocess timed from start to exit, over the same `--process-passages` SQuAD paragraphs (every dev-a paragraph,
 then seeded train paragraphs); per round, the peer, dpr-hf with an empty dpr_hf cache (cold: backend calibration
-included, and ONNX export for runs of EXPORT_MIN_TEXTS or more) and then warm on that cache, best of `--process-runs` rounds for each; each run with
-an empty datasets cache, so no run reuses another's corpus.
+included, and ONNX export for runs of EXPORT_MIN_TEXTS or more) and then warm on that cache, best of
+`--process-runs` rounds for each; each run with an empty datasets cache, so no run reuses another's corpus.
 
 Texts: SQuAD dev-a paragraphs as "title [SEP] text" (sentence-transformers) = the token ids of dpr_hf's passage
 format. Guard for each variant: min cosine to dpr_hf fp32 embeddings >= 0.999 and no question lost from the top-20

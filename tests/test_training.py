@@ -450,7 +450,7 @@ def _flag_value(name: str, default) -> str:
     if isinstance(default, float) or name == "temperature":
         return "0.25"
     if isinstance(default, int) or name.endswith(("_length", "_samples")):
-        return str((default or 61) + 3)  # an unset length: 64, a valid reader length
+        return str(default + 3 if default else 64)  # an unset length: 64, a valid reader length
     return "x"
 
 
