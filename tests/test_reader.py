@@ -424,6 +424,33 @@ def test_evaluate_reader_cli(tmp_path, tiny_reader, tokenizer):
     )
 
 
+def test_evaluate_reader_reads_a_seeded_sample_of_questions(tmp_path, tiny_reader, tokenizer):
+    """`--max-questions N` reads N of the questions, drawn with `--seed`: the same ones on every run; 0 reads every
+    question, a negative count is refused."""
+    from dpr_hf.cli import main
+
+    tiny_reader.save_pretrained(tmp_path / "reader")
+    tokenizer.save_pretrained(tmp_path / "reader")
+    rows = [{**row, "question": f"{row['question']} ({i})"} for i in range(5) for row in _results()]
+    results = _write(tmp_path / "results.json", rows)
+    full = evaluate_reader_on_results(tmp_path / "reader", results, tmp_path / "all", top_n=(1, 2))
+    assert full["num_questions"] == 10
+    by_question = {p["question"]: p for p in json.loads((tmp_path / "all" / "predictions.json").read_text())}
+    samples = []
+    for run in ("a", "b"):
+        argv = ["evaluate-reader", "--model", str(tmp_path / "reader"), "--retrieval-results", str(results)]
+        assert (
+            main([*argv, "--output-dir", str(tmp_path / run), "--top-n", "1,2", "--max-questions", "4"]) == 0
+        )
+        assert json.loads((tmp_path / run / "metrics.json").read_text())["num_questions"] == 4
+        samples.append(json.loads((tmp_path / run / "predictions.json").read_text()))
+    assert samples[0] == samples[1]
+    assert len({p["question"] for p in samples[0]}) == 4
+    assert all(p["answers"] == by_question[p["question"]]["answers"] for p in samples[0])
+    with pytest.raises(ValueError, match="max_questions must be >= 0"):
+        evaluate_reader_on_results(tmp_path / "reader", results, tmp_path / "bad", max_questions=-1)
+
+
 def test_evaluate_reader_ranks_with_the_retriever_prior(tiny_reader, tokenizer):
     texts = ["alpha beta gamma", "delta epsilon zeta", "eta theta iota"]
     examples = [

@@ -145,15 +145,23 @@ def evaluate_reader_on_results(
     max_answer_length: int = 10,
     max_length: int | None = None,
     batch_size: int = 32,
+    max_questions: int = 0,
+    seed: int = 42,
     retriever_weight: float = 0.0,
     retriever_temperature: float = 1.0,
 ) -> dict:
-    """`dpr-hf evaluate-reader`: read a retrieval-results JSON, write `metrics.json` and `predictions.json`."""
-    from ..data.reader import load_reader_data
+    """`dpr-hf evaluate-reader`: read a retrieval-results JSON, write `metrics.json` and `predictions.json`.
 
+    `max_questions` > 0 reads a seeded sample of that many questions (drawn as training's `max_eval_samples`).
+    """
+    from ..data.reader import load_reader_data
+    from ..training.arguments import seeded_subset
+
+    if max_questions < 0:
+        raise ValueError(f"max_questions must be >= 0 (0: every question), got {max_questions}")
     reader, tokenizer = load_reader(model)
     reader.to("cuda" if torch.cuda.is_available() else "cpu")
-    examples = load_reader_data(retrieval_results)
+    examples = seeded_subset(load_reader_data(retrieval_results), max_questions, seed)
     metrics, predictions = evaluate_reader(
         reader,
         tokenizer,
