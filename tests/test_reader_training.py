@@ -114,6 +114,23 @@ def test_train_max_length_trains_short_and_reads_long(tmp_path, tiny_reader, tok
         parse_recipe([ReaderArguments, TrainingArguments], recipe)
 
 
+@pytest.mark.parametrize("name", ["nq", "quickstart", "squad"])
+def test_shipped_reader_recipes_parse(name):
+    """Every shipped reader recipe parses; a dev file (for checkpoint selection) comes with its passages."""
+    from dpr_hf.training.arguments import TrainingArguments, parse_recipe
+    from dpr_hf.training.reader import ReaderArguments
+
+    reader, training = parse_recipe(
+        [ReaderArguments, TrainingArguments], REPO / "recipes" / name / "reader.yaml"
+    )
+    assert reader.train_file and training.output_dir
+    assert 16 <= (reader.train_max_length or reader.max_length) <= reader.max_length
+    if reader.dev_file and name != "nq":
+        assert reader.dev_retrieval_results
+    if name == "quickstart":  # evaluated by `make quickstart` after training, not during it
+        assert not reader.dev_file
+
+
 @pytest.mark.slow
 def test_training_from_minilm_raises_dev_exact_match(tmp_path, single_thread):
     """A real run: the offline MiniLM backbone, 640 SQuAD train questions (gold paragraph, 128 tokens), then dev
