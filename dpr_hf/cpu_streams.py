@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TypeVar
 
 import torch
@@ -48,3 +49,32 @@ def map_in_streams(fn: Callable[[T], R], items: Iterable[T], streams: int = 1) -
         return [run(item) for item in items]
     with intra_op_threads(max(1, torch.get_num_threads() // streams)), ThreadPoolExecutor(streams) as pool:
         return list(pool.map(run, items))
+
+
+@dataclass
+class StreamRace:
+    """One stream of `batch_size`-text batches on all threads against `streams` single-thread streams of
+    `stream_batch_size`-text batches, timed on a run's own first texts (`dpr_hf.encoding.encode`).
+
+    Both run the same fp32 kernels, so there is no quality to guard, only a speed to measure: timing them on the
+    run's texts costs no extra encoding, where timing them on a sample first costs seconds. `verdict` is the
+    streams count that won (None: not raced yet); `on_verdict(verdict, seconds)` hears it once (auto caches it).
+    """
+
+    streams: int
+    stream_batch_size: int
+    batch_size: int
+    on_verdict: Callable[[int, dict[str, float]], None] | None = None
+    verdict: int | None = None
+
+    def plan(self) -> tuple[int, int]:
+        """`(streams, batch_size)`: the winner's, or the one-stream reference's before the race."""
+        if self.verdict is not None and self.verdict > 1:
+            return self.verdict, self.stream_batch_size
+        return 1, self.batch_size
+
+    def decide(self, seconds_per_token: dict[int, float]) -> None:
+        """Keep the faster plan (streams count -> seconds per padded token) and tell `on_verdict`."""
+        self.verdict = min(seconds_per_token, key=lambda streams: (seconds_per_token[streams], streams))
+        if self.on_verdict is not None:
+            self.on_verdict(self.verdict, seconds_per_token)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -24,7 +25,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging
 
 from .atomic import staged_folder
-from .cpu_streams import map_in_streams
+from .cpu_streams import StreamRace, map_in_streams
 from .models.errors import MismatchError
 from .models.fingerprints import encoder_fingerprint
 from .models.tokenization import format_passages, format_questions
@@ -40,6 +41,9 @@ MANIFEST_VERSION = 1
 PRECISIONS = ("fp32", "bf32", "bf16", "fp16")
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 TOKENIZE_CHUNK = 4096  # texts per tokenizer call in `encode`
+# Padded tokens each plan of a `StreamRace` reads timed: 64 passages of 256 tokens, ~2 s on 2 cores, where the two
+# plans differ by 1.3-1.4x (docs/encoding.md)
+RACE_TOKENS = 16_384
 
 
 def distributed_state() -> PartialState:
@@ -132,6 +136,7 @@ def encode(
     max_length: int | None = None,
     precision: str | None = None,
     streams: int = 1,
+    race: StreamRace | None = None,
     show_progress: bool = False,
 ) -> np.ndarray:
     """Embeddings `(len(texts), dim)` float32 in input order: the one encoding loop of dpr_hf.
@@ -143,7 +148,9 @@ def encode(
     `streams` > 1 (CPU only) runs that many batches at once, each on its share of torch's threads: on a small
     CPU, small batches on one thread each keep activations in cache and skip the threads' synchronisation after
     every small operation (2 cores: 1.3-1.4x one batch of 64 on both threads; docs/encoding.md). The same
-    fp32 kernels run, so the embeddings are those of `streams=1` up to float rounding.
+    fp32 kernels run, so the embeddings are those of `streams=1` up to float rounding. `race` (instead of
+    `streams` and `batch_size`): its two plans are timed on the run's first texts and the faster encodes the
+    rest (see `StreamRace`; a run too short to race, or a race already decided, reads with its `plan()`).
     """
     role = encoder.config.role
     if role == "question" and titles is not None:
@@ -167,11 +174,49 @@ def encode(
             embeddings[rows] = encoder(**inputs).pooler_output.float().cpu().numpy()
         progress.update(len(rows))
 
-    batches = [order[start : start + batch_size] for start in range(0, len(texts), batch_size)]
     with precision_context(device, None if autocast else precision):
-        map_in_streams(encode_batch, batches, streams)
+        if race is not None:
+            if race.verdict is None:
+                lengths = np.fromiter(map(len, token_ids), dtype=np.int64, count=len(texts))
+                order = _race(race, order, lengths, encode_batch)
+            streams, batch_size = race.plan()
+        map_in_streams(encode_batch, _batches(order, batch_size), streams)
     progress.close()
     return embeddings
+
+
+def _batches(rows: np.ndarray, size: int) -> list[np.ndarray]:
+    return [rows[start : start + size] for start in range(0, len(rows), size)]
+
+
+def _race(race: StreamRace, order: np.ndarray, lengths: np.ndarray, encode_batch) -> np.ndarray:
+    """Encode the run's first texts with each of `race`'s plans, decide it, and return the rows left (all of
+    `order` where the run is too short to race). Each plan reads one untimed round (its first calls allocate and
+    pick kernels), then whole rounds until `RACE_TOKENS` padded tokens, timed; texts come longest first, so the
+    plans read near-equal lengths, and time per padded token evens out the rest."""
+    plans = {1: race.batch_size, race.streams: race.stream_batch_size}
+    parts, start = [], 0
+    for streams, size in plans.items():
+        round_rows = size * streams
+        warm = order[start : start + round_rows]
+        timed_end = start + round_rows
+        tokens = 0
+        while tokens < RACE_TOKENS and timed_end < len(order):
+            batch_rows = [order[i : i + size] for i in range(timed_end, timed_end + round_rows, size)]
+            tokens += sum(len(rows) * int(lengths[rows].max()) for rows in batch_rows if len(rows))
+            timed_end += round_rows
+        if tokens < RACE_TOKENS:
+            return order  # too short to race: the caller reads it all with the undecided plan
+        parts.append((streams, size, warm, order[start + round_rows : timed_end], tokens))
+        start = timed_end
+    seconds_per_token = {}
+    for streams, size, warm, timed, tokens in parts:
+        map_in_streams(encode_batch, _batches(warm, size), streams)
+        began = time.perf_counter()
+        map_in_streams(encode_batch, _batches(timed, size), streams)
+        seconds_per_token[streams] = (time.perf_counter() - began) / tokens
+    race.decide(seconds_per_token)
+    return order[start:]
 
 
 def _embeddings_dataset(embeddings: np.ndarray) -> Dataset:
@@ -204,12 +249,14 @@ def encode_passages(
     precision: str | None = None,
     show_progress: bool = True,
     streams: int = 1,
+    race: StreamRace | None = None,
 ) -> Dataset:
     """Passages plus an `embeddings` column, in memory and in corpus order (see `encode_corpus` for big corpora).
 
     Args:
         precision: None/"fp32", "bf32" (CPU), "bf16" or "fp16": see `precision_context`.
         streams: batches encoded at once on CPU (see `encode`).
+        race: plans to time on the first texts instead of `streams` and `batch_size` (see `encode`).
     """
     if not isinstance(passages, Dataset):
         passages = Dataset.from_list(list(passages))
@@ -223,6 +270,7 @@ def encode_passages(
         max_length=max_length,
         precision=precision,
         streams=streams,
+        race=race,
         show_progress=show_progress,
     )
     return _with_embeddings(passages, embeddings)
@@ -248,6 +296,7 @@ def encode_corpus(
     encoder_name: str | None = None,
     show_progress: bool = True,
     streams: int = 1,
+    race: StreamRace | None = None,
 ) -> Dataset:
     """Encode a corpus of any size to `output_dir` (a `save_to_disk` dataset with an `embeddings` column).
 
@@ -255,7 +304,8 @@ def encode_corpus(
     `i, i + n, ...`. Finished shards are saved (atomically) in `<output_dir>.shards/`, so a rerun of an interrupted
     job encodes only the missing ones; at the end the main process merges them into `output_dir` (written under
     a temporary name, then renamed) with `encoding.json` (encoder name + fingerprint, read by `PassageIndex`).
-    Memory holds one shard of embeddings and token ids (int32) and one batch of token tensors at a time.
+    Memory holds one shard of embeddings and token ids (int32) and one batch of token tensors at a time. A `race`
+    is run on the first shard and its verdict kept for the rest.
     """
     state = distributed_state()
     output_dir = Path(output_dir)
@@ -307,7 +357,15 @@ def encode_corpus(
         shard = passages.select(range(k * shard_size, min((k + 1) * shard_size, len(passages))))
         show = show_progress and state.is_local_main_process
         encoded = encode_passages(
-            encoder, tokenizer, shard, batch_size, max_length, precision, show_progress=show, streams=streams
+            encoder,
+            tokenizer,
+            shard,
+            batch_size,
+            max_length,
+            precision,
+            show_progress=show,
+            streams=streams,
+            race=race,
         )
         _atomic_save(encoded, shard_dirs[k])
     state.wait_for_everyone()

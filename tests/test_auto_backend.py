@@ -11,8 +11,9 @@ import torch
 from datasets import load_from_disk
 from tiny_qa_system import PASSAGES
 
+from dpr_hf import encoding
 from dpr_hf.cli import main
-from dpr_hf.encoding import encode_passages
+from dpr_hf.encoding import encode, encode_passages
 from dpr_hf.export import auto
 from dpr_hf.export.auto import (
     CHOICE_FILE,
@@ -217,23 +218,33 @@ def test_a_system_takes_no_auto_backend(tmp_path):
         load_system(tmp_path, backend="auto")
 
 
-def test_streams_compete_where_torch_has_threads_and_their_plan_is_kept(encoder_dir, cache):
-    """With 2 threads, one single-thread stream per thread is a candidate; whatever wins, the cache gives back
-    the same plan (streams and batch size) without timing, and what it encodes stays within the guard."""
+def test_streams_race_on_the_run_where_torch_has_threads_and_the_verdict_is_kept(
+    encoder_dir, cache, tokenizer, monkeypatch
+):
+    """With 2 threads, one single-thread stream per thread is a candidate; against torch fp32 alone (the same
+    kernels) nothing is timed on a sample: the run's first texts are read both ways, every text keeps its one-stream
+    embedding, and the verdict is cached as the plan (streams and batch size) later runs read without timing."""
     torch.set_num_threads(2)  # the fixture's single_thread restores the count
     candidates = available_candidates(num_texts=100)
     assert ("torch", "fp32", 2) in candidates
     assert not any(backend in ("onnx", "openvino") for backend, *_ in candidates)  # export would not pay
-    choice = choose_backend(encoder_dir, "passage", [("torch", "fp32"), ("torch", "fp32", 2)], batch_size=16)
+    streamed = [("torch", "fp32"), ("torch", "fp32", 2)]
+    choice = choose_backend(encoder_dir, "passage", streamed, batch_size=16)
+    assert choice.race is not None and not choice.measured and not (cache / CHOICE_FILE).exists()
+    monkeypatch.setattr(encoding, "RACE_TOKENS", 400)
+    texts = [" ".join(PASSAGES[i % len(PASSAGES)]["text"].split()[: 5 + i % 30]) for i in range(80)]
+    model = load_encoder(encoder_dir, "passage", backend="torch")[0]
+    raced = encode(model, tokenizer, texts, [""] * len(texts), race=choice.race)
+    one = encode(model, tokenizer, texts, [""] * len(texts), batch_size=16)
+    assert _min_cosine(raced, one) > 0.99999
     (entry,) = _entries(cache).values()
     assert set(entry["measurements"]) == {"torch fp32", "torch fp32 x2 streams"}
     length = json.loads((encoder_dir / "config.json").read_text())["max_seq_length"]
-    assert (choice.streams, choice.batch_size) in ((2, stream_batch_size(min(length, 256))), (1, 16))
-    again = choose_backend(encoder_dir, "passage", [("torch", "fp32"), ("torch", "fp32", 2)], batch_size=16)
-    assert not again.measured and (again.streams, again.batch_size) == (choice.streams, choice.batch_size)
-    assert choose_backend(
-        encoder_dir, "passage", [("torch", "fp32"), ("torch", "fp32", 2)], batch_size=32
-    ).measured
+    plan = (2, stream_batch_size(min(length, 256))) if choice.race.verdict == 2 else (1, 16)
+    assert (entry["streams"], entry["batch_size"]) == plan
+    again = choose_backend(encoder_dir, "passage", streamed, batch_size=16)
+    assert not again.measured and again.race is None and (again.streams, again.batch_size) == plan
+    assert choose_backend(encoder_dir, "passage", streamed, batch_size=32).race is not None
 
 
 def test_onnx_candidates_need_a_run_big_enough_to_repay_the_export_or_an_export():

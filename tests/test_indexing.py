@@ -21,8 +21,10 @@ from dpr_hf import (
     PassageEncoderConfig,
     QuestionEncoder,
     QuestionEncoderConfig,
+    encoding,
     format_passages,
 )
+from dpr_hf.cpu_streams import StreamRace
 from dpr_hf.encoding import encode_corpus, encode_passages, precision_context
 from dpr_hf.index.passage_index import PassageIndex
 from dpr_hf.models.errors import MismatchError
@@ -438,6 +440,44 @@ def test_encode_in_cpu_streams_gives_the_one_stream_embeddings_in_corpus_order(
     if precision == "bf16":  # autocast reached the streams: not the fp32 embeddings
         full = encode_passages(tiny_passage_encoder, tokenizer, passages, show_progress=False, streams=2)
         assert not np.allclose(np.array(full["embeddings"]), np.array(two["embeddings"]), atol=1e-6)
+
+
+def test_a_stream_race_reads_every_text_once_and_keeps_its_verdict(
+    tiny_passage_encoder, tokenizer, monkeypatch
+):
+    """One stream against CPU streams, timed on the run's first texts: every row still gets its one-stream
+    embedding, the verdict is reported once with both plans' times, and a later run reads with it untimed."""
+    monkeypatch.setattr(encoding, "RACE_TOKENS", 400)
+    passages = _passages(60)
+    one = encode_passages(tiny_passage_encoder, tokenizer, passages, batch_size=8, show_progress=False)
+    heard = []
+    race = StreamRace(2, 3, 8, on_verdict=lambda verdict, seconds: heard.append((verdict, seconds)))
+    raced = encode_passages(tiny_passage_encoder, tokenizer, passages, race=race, show_progress=False)
+    np.testing.assert_allclose(np.array(raced["embeddings"]), np.array(one["embeddings"]), atol=1e-6)
+    ((verdict, seconds),) = heard
+    assert verdict == race.verdict in (1, 2) and set(seconds) == {1, 2} and min(seconds.values()) > 0
+    assert race.plan() == ((2, 3) if verdict == 2 else (1, 8))
+    again = encode_passages(tiny_passage_encoder, tokenizer, passages, race=race, show_progress=False)
+    assert len(heard) == 1
+    np.testing.assert_allclose(np.array(again["embeddings"]), np.array(one["embeddings"]), atol=1e-6)
+
+
+def test_a_run_too_short_to_race_reads_with_one_stream_and_decides_nothing(tiny_passage_encoder, tokenizer):
+    heard = []
+    race = StreamRace(2, 3, 8, on_verdict=lambda *verdict: heard.append(verdict))
+    passages = _passages(20)  # far below RACE_TOKENS padded tokens a side
+    raced = encode_passages(tiny_passage_encoder, tokenizer, passages, race=race, show_progress=False)
+    one = encode_passages(tiny_passage_encoder, tokenizer, passages, batch_size=8, show_progress=False)
+    np.testing.assert_allclose(np.array(raced["embeddings"]), np.array(one["embeddings"]), atol=1e-6)
+    assert race.verdict is None and heard == [] and race.plan() == (1, 8)
+
+
+@pytest.mark.parametrize(("seconds", "plan"), [({1: 2.0, 2: 1.0}, (2, 3)), ({1: 1.0, 2: 1.5}, (1, 8))])
+def test_a_stream_race_keeps_the_plan_with_less_time_per_token(seconds, plan):
+    race = StreamRace(2, 3, 8)
+    assert race.plan() == (1, 8)
+    race.decide(seconds)
+    assert race.plan() == plan
 
 
 def test_encode_refuses_streams_below_one(tiny_passage_encoder, tokenizer):

@@ -7,7 +7,9 @@ encodes a fixed sample at the run's length and batch size with the actual encode
 small batches (`stream_batch_size`), torch bf32 where the CPU has bf16 hardware, and ONNX Runtime / OpenVINO fp32 where
 installed and the run is big enough to repay their one-time export (`EXPORT_MIN_TEXTS`, or the export exists). A
 candidate whose embeddings fall below cosine 0.999 to the reference's is rejected; the fastest of the rest wins if
-it beats the reference by `MIN_SPEEDUP`. The choice is kept in `$DPR_HF_CACHE/backend_choice.json` under a key of
+it beats the reference by `MIN_SPEEDUP`. Where the only candidates are torch fp32 in one stream and in CPU streams
+(the same kernels: nothing to guard), no sample is timed: the run itself reads its first texts both ways and keeps
+the faster (`dpr_hf.cpu_streams.StreamRace`), which costs no extra encoding. The choice is kept in `$DPR_HF_CACHE/backend_choice.json` under a key of
 everything it depends on (CPU model, threads, package versions, candidates, encoder shape, sample), so later runs
 read it instead of timing.
 """
@@ -30,6 +32,7 @@ import torch
 from transformers.utils import logging
 
 from ..atomic import staged_file
+from ..cpu_streams import StreamRace
 
 logger = logging.get_logger(__name__)
 
@@ -94,6 +97,7 @@ class BackendChoice:
     measured: bool = False
     streams: int = 1
     batch_size: int | None = None
+    race: StreamRace | None = None  # one stream against CPU streams, decided on the run (then cached)
 
     @property
     def name(self) -> str:
@@ -444,6 +448,8 @@ def choose_backend(
     if num_texts is not None and num_texts * length < MEASURE_MIN_TOKENS:
         reason = f"{num_texts} texts of <= {length} tokens: too few to repay timing the candidates"
         return BackendChoice(*candidates[0][:2], reason=reason, streams=_streams(candidates[0]))
+    if _streams_only(candidates):
+        return _race_choice(key, file, max(map(_streams, candidates)), length, batch_size)
     start, load = time.perf_counter(), _load_average()
     measurements = _measure(folder, role, candidates, min_cosine, length, batch_size)
     entry = {"key": key, **_decide(candidates, measurements, length, batch_size), "load_average": load}
@@ -455,6 +461,52 @@ def choose_backend(
     took = time.perf_counter() - start
     reason = f"{entry['reason']}; measured in {took:.1f}s, {saved}{busy}"
     return _choice(entry, reason, measured=True)
+
+
+def _streams_only(candidates: list[tuple]) -> bool:
+    """Whether the candidates are torch fp32 and torch fp32 in CPU streams alone: the same kernels, so only their
+    speeds differ."""
+    exact = all(candidate[:2] == ("torch", "fp32") for candidate in candidates)
+    streams = sorted(map(_streams, candidates))
+    return exact and len(streams) == 2 and streams[0] == 1 < streams[1]
+
+
+def _race_choice(key: dict, file: Path, streams: int, length: int, batch_size: int | None) -> BackendChoice:
+    """torch fp32 whose one stream and `streams` CPU streams are timed on the run's own first texts
+    (`StreamRace`); the verdict is logged and cached like a measured choice."""
+    reference, streamed = candidate_name(("torch", "fp32")), candidate_name(("torch", "fp32", streams))
+    load = _load_average()
+
+    def cache_verdict(verdict: int, seconds_per_token: dict[int, float]) -> None:
+        speedup = seconds_per_token[1] / seconds_per_token[streams]
+        if verdict > 1:
+            reason = f"{speedup:.2f}x {reference} on this CPU, timed on the run's first texts"
+        else:
+            reason = f"nothing faster on this CPU ({streamed} {speedup:.2f}x, timed on the run's first texts)"
+        entry = {
+            "key": key,
+            "backend": "torch",
+            "precision": "fp32",
+            "streams": verdict,
+            "batch_size": stream_batch_size(length) if verdict > 1 else batch_size,
+            "reason": reason,
+            "measurements": {
+                reference: {"seconds_per_token": seconds_per_token[1]},
+                streamed: {"seconds_per_token": seconds_per_token[streams]},
+            },
+            "measured_at": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "load_average": load,
+        }
+        choices = _read_cache(file)
+        choices[_key_id(key)] = entry
+        saved = f"cached in {file}" if _write_cache(file, choices) else "not cached"
+        logger.warning(f"backend auto: {candidate_name(('torch', 'fp32', verdict))} ({reason}; {saved})")
+
+    race = StreamRace(
+        streams, stream_batch_size(length), batch_size or DEFAULT_BATCH, on_verdict=cache_verdict
+    )
+    reason = f"{reference} against {streamed}, to be timed on the run's first texts"
+    return BackendChoice("torch", "fp32", reason, race=race)
 
 
 def _choice(entry: dict, reason: str, measured: bool) -> BackendChoice:

@@ -14,6 +14,7 @@ from typing import Any
 
 from transformers.utils import logging
 
+from ..cpu_streams import StreamRace
 from ..errors import MismatchError
 
 logger = logging.get_logger(__name__)
@@ -78,19 +79,22 @@ class PreparedEncoder:
     precision: str | None
     streams: int = 1
     batch_size: int | None = None
+    race: StreamRace | None = None
 
     def encode_kwargs(self, batch_size: int | None = None) -> dict:
-        """`encode`'s precision / streams / batch_size: an explicit `batch_size` wins and then runs unstreamed
-        (auto's streams were measured at its own batch size)."""
+        """`encode`'s precision / streams / batch_size (and `race`, where auto left one stream against CPU
+        streams to time on the run itself): an explicit `batch_size` wins and then runs unstreamed (auto's
+        streams were measured at its own batch size)."""
         from .auto import DEFAULT_BATCH
 
         if batch_size is not None:
             return {"precision": self.precision, "streams": 1, "batch_size": batch_size}
-        return {
+        kwargs = {
             "precision": self.precision,
             "streams": self.streams,
             "batch_size": self.batch_size or DEFAULT_BATCH,
         }
+        return kwargs if self.race is None else {**kwargs, "race": self.race}
 
 
 def prepare_encoder(
@@ -116,7 +120,7 @@ def prepare_encoder(
     logger.warning(choice.describe())
     model, precision = _load_encoder(path, role, backend, precision)
     plan_batch = choice.batch_size if choice.streams > 1 else batch_size
-    return PreparedEncoder(model, precision, choice.streams, plan_batch)
+    return PreparedEncoder(model, precision, choice.streams, plan_batch, race=choice.race)
 
 
 def load_encoder(path: str | os.PathLike, role: str, backend: str = "torch", precision: str | None = None):
