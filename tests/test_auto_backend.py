@@ -26,6 +26,7 @@ from dpr_hf.export.auto import (
     candidate_name,
     choose_backend,
     close_call,
+    cpu_has_bf16,
     stream_batch_size,
 )
 from dpr_hf.export.backends import PreparedEncoder, load_encoder, load_system, prepare_encoder
@@ -255,6 +256,17 @@ def test_onnx_candidates_need_a_run_big_enough_to_repay_the_export_or_an_export(
         available_candidates(10, exported=True),
     ):
         assert ("onnx", "fp32") in candidates and ("openvino", "fp32") in candidates
+
+
+def test_bf16_competes_only_where_the_cpu_has_bf16_hardware():
+    """Elsewhere bf16 is emulated, several times slower than fp32: timing it would only cost the calibration."""
+    candidates = available_candidates(num_texts=100)
+    bf16 = [candidate for candidate in candidates if candidate[1] == "bf16"]
+    threads = torch.get_num_threads()
+    assert bf16 == ([("torch", "bf16")] + [("torch", "bf16", threads)] * (threads > 1)) * cpu_has_bf16()
+    assert not any(
+        precision == "bf32" for _, precision, *_ in candidates
+    )  # bf16 ran faster wherever measured
 
 
 def test_an_explicit_batch_size_runs_unstreamed(encoder_dir):

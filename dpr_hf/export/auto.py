@@ -1,15 +1,16 @@
-"""`backend="auto"`: the fastest backend that keeps fp32's embeddings on this machine, measured once and cached.
+"""`backend="auto"`: the fastest backend whose embeddings stay within the guard of fp32's here, measured once, cached.
 
 Which runtime is fastest depends on the CPU (AMX / AVX512-BF16 / VNNI or not), the thread count and the library
 versions, so it is measured rather than guessed: on first use for an encoder shape every available candidate
 encodes a fixed sample at the run's length and batch size with the actual encoder through
 `dpr_hf.encoding.encode`: torch fp32 (the reference), torch fp32 in one single-thread stream per CPU thread with
-small batches (`stream_batch_size`), torch bf32 where the CPU has bf16 hardware, and ONNX Runtime / OpenVINO fp32 where
-installed and the run is big enough to repay their one-time export (`EXPORT_MIN_TEXTS`, or the export exists). A
-candidate whose embeddings fall below cosine 0.999 to the reference's is rejected; the fastest of the rest wins if
-it beats the reference by `MIN_SPEEDUP`. Where the only candidates are torch fp32 in one stream and in CPU streams
-(the same kernels: nothing to guard), no sample is timed: the run itself reads its first texts both ways and keeps
-the faster (`dpr_hf.cpu_streams.StreamRace`), which costs no extra encoding. The choice is kept in `$DPR_HF_CACHE/backend_choice.json` under a key of
+small batches (`stream_batch_size`), torch bf16 (autocast) in one stream and in streams where the CPU has bf16
+hardware, and ONNX Runtime / OpenVINO fp32 where installed and the run is big enough to repay their one-time
+export (`EXPORT_MIN_TEXTS`, or the export exists). A candidate whose embeddings fall below cosine 0.999 to the
+reference's is rejected; the fastest of the rest wins if it beats the reference by `MIN_SPEEDUP`. Where the only
+candidates are torch fp32 in one stream and in CPU streams (the same kernels: nothing to guard), no sample is
+timed: the run itself reads its first texts both ways and keeps the faster (`dpr_hf.cpu_streams.StreamRace`),
+which costs no extra encoding. The choice is kept in `$DPR_HF_CACHE/backend_choice.json` under a key of
 everything it depends on (CPU model, threads, package versions, candidates, encoder shape, sample), so later runs
 read it instead of timing.
 """
@@ -20,7 +21,6 @@ import datetime
 import hashlib
 import importlib.metadata
 import importlib.util
-import itertools
 import json
 import os
 import platform
@@ -63,11 +63,14 @@ MEASURE_MIN_TOKENS = 400_000
 CANDIDATES = (
     ("torch", "fp32"),
     ("torch", "fp32", 0),
-    ("torch", "bf32"),
+    ("torch", "bf16"),
+    ("torch", "bf16", 0),
     ("onnx", "fp32"),
     ("openvino", "fp32"),
 )
-# streams 0 above: one stream per CPU thread (only where torch has more than one thread)
+# streams 0 above: one stream per CPU thread (only where torch has more than one thread). bf32 (`--precision bf32`)
+# is not a candidate: bf16 autocast ran faster wherever both were measured (2.4-2.6x vs 1.4x fp32 on one
+# AVX512-BF16 host, 2.0x vs 0.8x on another), and both pass the guard
 # what each backend needs installed: the ONNX ones also export the torch weights with onnxscript
 _REQUIRED_MODULES = {
     "torch": (),
@@ -75,7 +78,10 @@ _REQUIRED_MODULES = {
     "openvino": ("openvino", "onnxscript"),
 }
 _VERSIONED_PACKAGES = ("dpr-hf", "torch", "transformers", "onnxruntime", "onnxscript", "openvino")
-_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # where bf32's bf16 matmul math can be faster than fp32
+_BF16_CPU_FLAGS = (
+    "avx512_bf16",
+    "amx_bf16",
+)  # where bf16 matmul math can be faster than fp32 (else emulated)
 _SAMPLE_TEXT = (
     "The Normans were the people who in the tenth and eleventh centuries gave their name to Normandy, a region "
     "in France. They were descended from Norse raiders and pirates from Denmark, Iceland and Norway who, under "
@@ -142,7 +148,8 @@ def installed(backend: str) -> bool:
 
 
 def cpu_has_bf16() -> bool:
-    """Whether the CPU reports bf16 matmul hardware (/proc/cpuinfo flags): elsewhere bf32 runs as fp32."""
+    """Whether the CPU reports bf16 matmul hardware (/proc/cpuinfo flags): elsewhere bf32 runs as fp32 and bf16
+    is emulated, slower than fp32."""
     try:
         flags = Path("/proc/cpuinfo").read_text().split()
     except OSError:
@@ -152,7 +159,7 @@ def cpu_has_bf16() -> bool:
 
 def available_candidates(num_texts: int | None = None, exported: bool = False) -> list[tuple]:
     """`CANDIDATES` that can run here and may pay off: packages installed; streams where torch has more than
-    one thread; bf32 where the CPU has bf16 hardware; ONNX ones when `exported` (an export exists) or the run
+    one thread; bf16 where the CPU has bf16 hardware; ONNX ones when `exported` (an export exists) or the run
     is big enough to repay exporting (`num_texts` None: not known, so they are tried)."""
     threads = torch.get_num_threads()
     export_pays = exported or num_texts is None or num_texts >= EXPORT_MIN_TEXTS
@@ -161,7 +168,7 @@ def available_candidates(num_texts: int | None = None, exported: bool = False) -
         backend, precision = candidate[:2]
         if not installed(backend) or (backend != "torch" and not export_pays):
             continue
-        if precision == "bf32" and not cpu_has_bf16():
+        if precision == "bf16" and not cpu_has_bf16():
             continue
         if len(candidate) > 2:
             if threads < 2:
@@ -365,10 +372,11 @@ def _measure(
 
 
 def close_call(seconds: dict[str, float], reference: str) -> bool:
-    """Whether another timed round could change the choice: two of the passing candidates' times lie within
-    `CLOSE_CALL` of each other, the reference's counted as its time / `MIN_SPEEDUP`."""
+    """Whether another timed round could change the choice: the two fastest passing candidates' times lie within
+    `CLOSE_CALL` of each other, the reference's counted as its time / `MIN_SPEEDUP` (the order of the slower
+    ones changes nothing)."""
     bars = sorted(value / MIN_SPEEDUP if name == reference else value for name, value in seconds.items())
-    return any(slower < faster * CLOSE_CALL for faster, slower in itertools.pairwise(bars))
+    return len(bars) > 1 and bars[1] < bars[0] * CLOSE_CALL
 
 
 def _decide(candidates: list[tuple], results: dict, length: int, batch_size: int | None = None) -> dict:
@@ -541,8 +549,8 @@ def resolve_backend(
     encode. `num_texts`, `max_length`, `batch_size`: the run's, where known (see `available_candidates` and
     `choose_backend`).
 
-    `precision` None: fp32 quality, i.e. every candidate (torch bf32 included) under the cosine guard. "fp32":
-    fp32 math only (bf32 left out). Any other precision is an explicit request: the first installed backend
+    `precision` None: every candidate (torch bf32 and bf16 included) under the cosine guard. "fp32": fp32 math
+    only (bf32 and bf16 left out). Any other precision is an explicit request: the first installed backend
     offering it (torch for bf32/bf16/fp16, ONNX Runtime or OpenVINO for int8), untimed.
     """
     from ..models.pair import encoder_dir
