@@ -296,6 +296,9 @@ def main() -> None:
             encoder, "bf32"
         ),
         "dpr_hf encode_passages (bf16 autocast)": lambda: dpr_hf_encode(encoder, "bf16"),
+        f"dpr_hf encode_passages (bf16 autocast, {streams} streams x {stream_batch_size(args.max_length)} passages)": (
+            lambda: dpr_hf_encode(encoder, "bf16", streams)
+        ),
         "dpr_hf encode_passages (int8 dynamic, per-channel)": lambda: dpr_hf_encode(int8, None),
         **{
             f"dpr_hf encode_passages ({backend} {'int8 dynamic, per-channel' if quantized else 'fp32'})": (
