@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,8 +12,9 @@ import torch
 from datasets import load_from_disk
 from tiny_qa_system import PASSAGES
 
-from dpr_hf import encoding
+from dpr_hf import PassageEncoder, QuestionEncoder, encoding
 from dpr_hf.cli import main
+from dpr_hf.data import load_passages, load_questions
 from dpr_hf.encoding import encode, encode_passages
 from dpr_hf.export import auto
 from dpr_hf.export.auto import (
@@ -32,6 +34,7 @@ from dpr_hf.export.auto import (
 from dpr_hf.export.backends import PreparedEncoder, load_encoder, load_system, prepare_encoder
 
 TORCH_ONLY = [("torch", "fp32"), ("torch", "bf32")]
+QUICKSTART_DEV = Path(__file__).resolve().parents[1] / "data" / "quickstart" / "squad-dev-subset.json.gz"
 
 
 @pytest.fixture(scope="module")
@@ -292,3 +295,35 @@ def test_a_run_too_small_to_repay_timing_measures_nothing_but_reads_a_cached_cho
     again = choose_backend(encoder_dir, "passage", TORCH_ONLY, num_texts=1)
     assert not again.measured and (again.backend, again.precision) == (measured.backend, measured.precision)
     assert "cached in" in again.reason
+
+
+@pytest.mark.skipif(
+    not cpu_has_bf16(), reason="bf16 competes only on CPUs with bf16 hardware (emulated elsewhere)"
+)
+def test_bf16_on_real_weights_passes_the_guard_on_squad(minilm_path, tokenizer):
+    """auto's bf16 candidates (one stream and CPU streams) on all-MiniLM-L6-v2 and the 97 paragraphs of the
+    bundled SQuAD dev subset: embeddings within cosine 0.999 of fp32 and the same questions' paragraphs in the top
+    5, within one question (the guard `benchmarks/encoding_throughput.py` applies at scale)."""
+    passages = load_passages(str(QUICKSTART_DEV))
+    questions = load_questions(str(QUICKSTART_DEV))
+    encoder = PassageEncoder.from_backbone(minilm_path, pooling="mean").eval()
+    question_vectors = encode(
+        QuestionEncoder.from_backbone(minilm_path, pooling="mean").eval(), tokenizer, questions["question"]
+    )
+    gold = np.array([passages["id"].index(pid) for pid in questions["gold_passage_id"]])
+
+    def found(vectors: np.ndarray) -> np.ndarray:
+        top5 = np.argsort(-(question_vectors @ vectors.T), axis=1)[:, :5]
+        return (top5 == gold[:, None]).any(axis=1)
+
+    def embeddings(**plan) -> np.ndarray:
+        return encode(encoder, tokenizer, passages["text"], passages["title"], max_length=256, **plan)
+
+    fp32 = embeddings(batch_size=64)
+    for plan in (
+        {"precision": "bf16", "batch_size": 64},
+        {"precision": "bf16", "batch_size": 4, "streams": 2},
+    ):
+        bf16 = embeddings(**plan)
+        assert _min_cosine(bf16, fp32) >= GUARD_COSINE, plan
+        assert abs(int(found(bf16).sum()) - int(found(fp32).sum())) <= 1, plan
