@@ -3,7 +3,7 @@ max length and batch size; lower-precision variants and ONNX Runtime / OpenVINO 
 peer's own ONNX / OpenVINO backends, where optimum installs) with a quality guard.
 
     python benchmarks/encoding_throughput.py [--quick] [--passages N] [--batch-size 64] [--max-length 256]
-        [--process-passages 2000] [--process-runs 1] [--skip-process]
+        [--process-passages 2000] [--process-runs 1] [--skip-process] [--peer-python PYTHON]
 
 Whole process: `dpr-hf encode` as a user types it (default flags, so `--backend auto`) and a script running
 sentence-transformers' default `encode` (same backbone and max length, its default batch size), each a
@@ -11,6 +11,11 @@ subprocess timed from start to exit, over the same `--process-passages` SQuAD pa
 then seeded train paragraphs); per round, the peer, dpr-hf with an empty dpr_hf cache (cold: backend calibration
 included, and ONNX export for runs of EXPORT_MIN_TEXTS or more) and then warm on that cache, best of
 `--process-runs` rounds for each; each run with an empty datasets cache, so no run reuses another's corpus.
+sentence-transformers' own ONNX / OpenVINO backends export through optimum-onnx, which needs transformers < 4.58
+(dpr_hf needs 5.x): `--peer-python` names a Python where they install, e.g.
+`python3 -m venv runs/peer-venv && runs/peer-venv/bin/pip install torch==2.13.0
+"sentence-transformers[onnx,openvino]" "transformers<4.58"`, and the whole-process rounds add the peer's torch,
+ONNX and OpenVINO runs there (each backend's model exported once beforehand, untimed).
 
 Texts: SQuAD dev-a paragraphs as "title [SEP] text" (sentence-transformers) = the token ids of dpr_hf's passage
 format. Guard for each variant: min cosine to dpr_hf fp32 embeddings >= 0.999 and no question lost from the top-20
@@ -86,12 +91,24 @@ ST_SCRIPT = """
 import json, sys
 import numpy as np
 from sentence_transformers import SentenceTransformer
-base, corpus, output, max_length = sys.argv[1:]
+base, corpus, output, max_length, backend = (sys.argv[1:] + ["torch"])[:5]
 rows = [json.loads(line) for line in open(corpus, encoding="utf-8")]
 texts = [f"{r['title']} [SEP] {r['text']}" if r.get("title") else r["text"] for r in rows]
-model = SentenceTransformer(base, device="cpu")
+model = SentenceTransformer(base, device="cpu", backend=backend)
 model.max_seq_length = int(max_length)
 np.save(output, model.encode(texts))
+"""
+# the peer's ONNX / OpenVINO model, exported once (untimed) into a folder its timed runs load, as a user would
+ST_EXPORT_SCRIPT = """
+import sys
+from sentence_transformers import SentenceTransformer
+base, backend, output = sys.argv[1:]
+SentenceTransformer(base, device="cpu", backend=backend).save_pretrained(output)
+"""
+PEER_VERSIONS_SCRIPT = """
+import importlib.metadata, json
+names = ("sentence-transformers", "transformers", "optimum-onnx", "onnxruntime", "optimum-intel", "openvino")
+print(json.dumps({n: importlib.metadata.version(n) for n in names}))
 """
 ST_DEFAULT_BATCH = 32  # SentenceTransformer.encode's default batch_size
 
@@ -117,6 +134,9 @@ def dpr_hf_command() -> list[str]:
     return [str(script)] if script.is_file() else [sys.executable, "-m", "dpr_hf.cli"]
 
 
+PIPES = {"capture_output": True, "text": True, "check": True}
+
+
 def timed_process(command: list[str], env: dict[str, str]) -> tuple[float, str]:
     """Wall seconds from start to exit, and stderr; fails loudly with the stderr's tail."""
     start = time.perf_counter()
@@ -133,9 +153,10 @@ def auto_choice(line: str) -> str:
     return choice + ")" + (" [measured on a busy CPU]" if "the CPU was busy" in line else "")
 
 
-def whole_process(base: str, count: int, runs: int, peak: float) -> str:
+def whole_process(base: str, count: int, runs: int, peak: float, peer_python: str | None = None) -> str:
     """The section comparing `dpr-hf encode` (cold, then warm dpr_hf cache) with sentence-transformers' encode,
-    each a whole process; returns the Markdown (text and table)."""
+    each a whole process, and with its ONNX / OpenVINO backends where `peer_python` has them; returns the Markdown
+    (text and table)."""
     from datasets import load_from_disk
 
     max_length = encode_max_length()
@@ -178,15 +199,25 @@ def whole_process(base: str, count: int, runs: int, peak: float) -> str:
             chosen = [line for line in stderr.splitlines() if "backend auto:" in line]
             return seconds, auto_choice(chosen[-1]) if chosen else "?", output
 
-        def st_run() -> float:
-            command = [sys.executable, "-c", ST_SCRIPT, base, str(corpus), str(tmp / "st.npy")]
-            return timed_process([*command, str(max_length)], env)[0]
+        def st_run(python: str = sys.executable, model: str = base, backend: str = "torch") -> float:
+            command = [python, "-c", ST_SCRIPT, model, str(corpus), str(tmp / f"st-{backend}.npy")]
+            return timed_process([*command, str(max_length), backend], env)[0]
 
+        peer_models = {}  # the peer's backends in `peer_python`: the model folder each loads
+        if peer_python:
+            versions = json.loads(subprocess.run([peer_python, "-c", PEER_VERSIONS_SCRIPT], **PIPES).stdout)
+            peer_models["torch"] = base
+            for backend in ("onnx", "openvino"):
+                peer_models[backend] = str(tmp / f"st-{backend}")
+                timed_process([peer_python, "-c", ST_EXPORT_SCRIPT, base, backend, peer_models[backend]], env)
         st_seconds, cold, warm = [], [], []
+        peer_seconds = {backend: [] for backend in peer_models}
         for run in range(runs):  # alternate, so a change in the machine's load hits every row alike
             st_seconds.append(st_run())
             cold.append(dpr_hf_run(tmp / f"dpr_hf_cache-{run}"))  # a fresh cache: calibration included
             warm.append(dpr_hf_run(tmp / f"dpr_hf_cache-{run}"))
+            for backend, model in peer_models.items():
+                peer_seconds[backend].append(st_run(peer_python, model, backend))
         (cold_seconds, cold_choice, output), (warm_seconds, warm_choice, _) = min(cold), min(warm)
         peer = np.load(tmp / "st.npy")
         ours = np.asarray(load_from_disk(str(output)).with_format("numpy")["embeddings"], dtype=np.float32)
@@ -209,6 +240,25 @@ def whole_process(base: str, count: int, runs: int, peak: float) -> str:
         row(f"dpr-hf encode, cold cache (one-time {cold_work})", cold_seconds, cold_choice),
         row("dpr-hf encode, warm cache", warm_seconds, warm_choice),
     ]
+    if peer_python:
+        installed = ", ".join(f"{name} {version}" for name, version in versions.items())
+        rows += [
+            row(
+                f"sentence-transformers encode, {backend} backend (--peer-python: {installed})",
+                min(seconds),
+                backend + (" (exported once beforehand, not timed)" if backend != "torch" else ""),
+            )
+            for backend, seconds in peer_seconds.items()
+        ]
+    else:
+        rows.append(
+            [
+                "sentence-transformers encode, onnx / openvino backends",
+                "not measured: their exporter (optimum-onnx) needs transformers < 4.58; give --peer-python "
+                "(a venv with sentence-transformers[onnx,openvino] and transformers < 4.58)",
+                *[""] * 4,
+            ]
+        )
     text = (
         f"Whole process, {count} SQuAD paragraphs ({lengths.mean():.0f} tokens on average): "
         f"`dpr-hf encode --passage-encoder DIR --passages passages.jsonl --output DIR` (default flags: max length "
@@ -243,6 +293,11 @@ def main() -> None:
         help="rounds of peer, cold and warm dpr-hf runs (best of each kept)",
     )
     parser.add_argument("--skip-process", action="store_true", help="leave out the whole-process comparison")
+    parser.add_argument(
+        "--peer-python",
+        help="a Python with sentence-transformers[onnx,openvino] (optimum-onnx needs transformers < 4.58, so not "
+        "this venv): the whole-process comparison adds the peer's torch, ONNX and OpenVINO backends run there",
+    )
     args = parser.parse_args()
     started = common.now()
     # the matmul peak first, on a machine not yet warmed by the runs
@@ -369,7 +424,11 @@ def main() -> None:
         if args.skip_process
         else [
             whole_process(
-                base, args.process_passages or (64 if args.quick else 2000), args.process_runs, peaks["fp32"]
+                base,
+                args.process_passages or (64 if args.quick else 2000),
+                args.process_runs,
+                peaks["fp32"],
+                args.peer_python,
             )
         ]
     )
