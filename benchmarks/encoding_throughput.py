@@ -200,7 +200,9 @@ def whole_process(base: str, count: int, runs: int, peak: float, peer_python: st
             return seconds, auto_choice(chosen[-1]) if chosen else "?", output
 
         def st_run(python: str = sys.executable, model: str = base, backend: str = "torch") -> float:
-            command = [python, "-c", ST_SCRIPT, model, str(corpus), str(tmp / f"st-{backend}.npy")]
+            """One peer run; the main peer's embeddings (st.npy) are the ones compared with dpr-hf's below."""
+            output = tmp / ("st.npy" if python == sys.executable else f"st-peer-{backend}.npy")
+            command = [python, "-c", ST_SCRIPT, model, str(corpus), str(output)]
             return timed_process([*command, str(max_length), backend], env)[0]
 
         peer_models = {}  # the peer's backends in `peer_python`: the model folder each loads
@@ -244,7 +246,8 @@ def whole_process(base: str, count: int, runs: int, peak: float, peer_python: st
         installed = ", ".join(f"{name} {version}" for name, version in versions.items())
         rows += [
             row(
-                f"sentence-transformers encode, {backend} backend (--peer-python: {installed})",
+                f"sentence-transformers {versions['sentence-transformers']} encode, {backend} backend "
+                "(--peer-python)",
                 min(seconds),
                 backend + (" (exported once beforehand, not timed)" if backend != "torch" else ""),
             )
@@ -270,6 +273,8 @@ def whole_process(base: str, count: int, runs: int, peak: float, peer_python: st
         f"dpr-hf and sentence-transformers embeddings: {cosine:.5f} (guard >= 0.999: "
         f"{'pass' if cosine >= 0.999 else 'FAIL'}). % of peak: useful forward FLOPs / wall time / fp32 matmul peak."
     )
+    if peer_python:
+        text += f" --peer-python runs: {installed}."
     headers = ["run", "seconds", "passages/s", "x sentence-transformers", "% of fp32 peak", "backend"]
     return text + "\n\n" + common.table(headers, rows)
 
