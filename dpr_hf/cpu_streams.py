@@ -58,13 +58,13 @@ class StreamRace:
 
     Both run the same fp32 kernels, so there is no quality to guard, only a speed to measure: timing them on the
     run's texts costs no extra encoding, where timing them on a sample first costs seconds. `verdict` is the
-    streams count that won (None: not raced yet); `on_verdict(verdict, seconds)` hears it once (auto caches it).
+    streams count that won (None: not raced yet); `on_verdict(verdict, seconds_per_token)` hears it once (auto caches it).
     """
 
     streams: int
     stream_batch_size: int
     batch_size: int
-    on_verdict: Callable[[int, dict[str, float]], None] | None = None
+    on_verdict: Callable[[int, dict[int, float]], None] | None = None
     verdict: int | None = None
 
     def plan(self) -> tuple[int, int]:

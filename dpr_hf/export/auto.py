@@ -78,10 +78,8 @@ _REQUIRED_MODULES = {
     "openvino": ("openvino", "onnxscript"),
 }
 _VERSIONED_PACKAGES = ("dpr-hf", "torch", "transformers", "onnxruntime", "onnxscript", "openvino")
-_BF16_CPU_FLAGS = (
-    "avx512_bf16",
-    "amx_bf16",
-)  # where bf16 matmul math can be faster than fp32 (else emulated)
+# where bf16 matmul math can be faster than fp32 (elsewhere it is emulated)
+_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 _SAMPLE_TEXT = (
     "The Normans were the people who in the tenth and eleventh centuries gave their name to Normandy, a region "
     "in France. They were descended from Norse raiders and pirates from Denmark, Iceland and Norway who, under "
