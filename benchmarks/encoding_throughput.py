@@ -134,9 +134,6 @@ def dpr_hf_command() -> list[str]:
     return [str(script)] if script.is_file() else [sys.executable, "-m", "dpr_hf.cli"]
 
 
-PIPES = {"capture_output": True, "text": True, "check": True}
-
-
 def timed_process(command: list[str], env: dict[str, str]) -> tuple[float, str]:
     """Wall seconds from start to exit, and stderr; fails loudly with the stderr's tail."""
     start = time.perf_counter()
@@ -207,7 +204,11 @@ def whole_process(base: str, count: int, runs: int, peak: float, peer_python: st
 
         peer_models = {}  # the peer's backends in `peer_python`: the model folder each loads
         if peer_python:
-            versions = json.loads(subprocess.run([peer_python, "-c", PEER_VERSIONS_SCRIPT], **PIPES).stdout)
+            versions = json.loads(
+                subprocess.run(
+                    [peer_python, "-c", PEER_VERSIONS_SCRIPT], capture_output=True, text=True, check=True
+                ).stdout
+            )
             peer_models["torch"] = base
             for backend in ("onnx", "openvino"):
                 peer_models[backend] = str(tmp / f"st-{backend}")

@@ -161,7 +161,8 @@ def encode(
         raise ValueError(f"streams > 1 runs batches in parallel on CPU threads; the encoder is on {device}")
     token_ids, names = _token_ids(tokenizer, role, texts, titles, max_length)
     # longest first, by tokens: batches of equal length waste no padding, and an out-of-memory shows at once
-    order = np.argsort(-np.fromiter(map(len, token_ids), dtype=np.int64, count=len(texts)), kind="stable")
+    lengths = np.fromiter(map(len, token_ids), dtype=np.int64, count=len(texts))
+    order = np.argsort(-lengths, kind="stable")
     embeddings = np.empty((len(texts), encoder.config.embedding_dim), dtype=np.float32)
     progress = tqdm(total=len(texts), desc=f"Encoding {role}s", unit=role, disable=not show_progress)
     # autocast is per thread, so each stream enters it; bf32 is a process-wide switch, set once around all streams
@@ -177,7 +178,6 @@ def encode(
     with precision_context(device, None if autocast else precision):
         if race is not None:
             if race.verdict is None:
-                lengths = np.fromiter(map(len, token_ids), dtype=np.int64, count=len(texts))
                 order = _race(race, order, lengths, encode_batch)
             streams, batch_size = race.plan()
         map_in_streams(encode_batch, _batches(order, batch_size), streams)

@@ -409,7 +409,7 @@ def _decide(candidates: list[tuple], results: dict, length: int, batch_size: int
         "batch_size": stream_batch_size(length) if streams > 1 else batch_size,
         "reason": reason,
         "measurements": results,
-        "measured_at": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "measured_at": _now(),
     }
 
 
@@ -459,8 +459,7 @@ def choose_backend(
     start, load = time.perf_counter(), _load_average()
     measurements = _measure(folder, role, candidates, min_cosine, length, batch_size)
     entry = {"key": key, **_decide(candidates, measurements, length, batch_size), "load_average": load}
-    choices[key_id] = entry
-    saved = f"cached in {file}" if _write_cache(file, choices) else "not cached"
+    saved = _save_choice(file, choices, key, entry)
     busy = ""
     if load is not None and load > (os.cpu_count() or 1):
         busy = f"; the CPU was busy (load average {load:.1f} on {os.cpu_count()} cores): delete {file} to measure again"
@@ -500,12 +499,10 @@ def _race_choice(key: dict, file: Path, streams: int, length: int, batch_size: i
                 reference: {"seconds_per_token": seconds_per_token[1]},
                 streamed: {"seconds_per_token": seconds_per_token[streams]},
             },
-            "measured_at": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "measured_at": _now(),
             "load_average": load,
         }
-        choices = _read_cache(file)
-        choices[_key_id(key)] = entry
-        saved = f"cached in {file}" if _write_cache(file, choices) else "not cached"
+        saved = _save_choice(file, _read_cache(file), key, entry)  # read again: the run wrote others since
         logger.warning(f"backend auto: {candidate_name(('torch', 'fp32', verdict))} ({reason}; {saved})")
 
     race = StreamRace(
@@ -513,6 +510,16 @@ def _race_choice(key: dict, file: Path, streams: int, length: int, batch_size: i
     )
     reason = f"{reference} against {streamed}, to be timed on the run's first texts"
     return BackendChoice("torch", "fp32", reason, race=race)
+
+
+def _save_choice(file: Path, choices: dict, key: dict, entry: dict) -> str:
+    """Add `entry` to `choices` under `key` and write them: 'cached in FILE', or 'not cached' where it could not."""
+    choices[_key_id(key)] = entry
+    return f"cached in {file}" if _write_cache(file, choices) else "not cached"
+
+
+def _now() -> str:
+    return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
 
 
 def _choice(entry: dict, reason: str, measured: bool) -> BackendChoice:
@@ -547,8 +554,8 @@ def resolve_backend(
     encode. `num_texts`, `max_length`, `batch_size`: the run's, where known (see `available_candidates` and
     `choose_backend`).
 
-    `precision` None: every candidate (torch bf32 and bf16 included) under the cosine guard. "fp32": fp32 math
-    only (bf32 and bf16 left out). Any other precision is an explicit request: the first installed backend
+    `precision` None: every candidate (torch bf16 included) under the cosine guard. "fp32": fp32 math only
+    (bf16 left out). Any other precision is an explicit request: the first installed backend
     offering it (torch for bf32/bf16/fp16, ONNX Runtime or OpenVINO for int8), untimed.
     """
     from ..models.pair import encoder_dir
