@@ -83,6 +83,11 @@ def main() -> None:
     parser.add_argument("--num-spans", type=int, default=3, help="spans per passage for the last rows (3)")
     parser.add_argument("--weights", default="0.5,1,2,4", help="retriever weights λ tried (λ · score/τ)")
     parser.add_argument("--temperature", type=float, default=0.05, help="retriever's τ (logit = score/τ)")
+    parser.add_argument(
+        "--gold",
+        action="store_true",
+        help="--results holds SQuAD dev-a questions: also read their own paragraphs",
+    )
     args = parser.parse_args()
     output = common.RUNS / "reader-ranking"
     if args.retriever:
@@ -121,7 +126,8 @@ def main() -> None:
     }
     print(f"{len(rows)} questions, {max_length} tokens; answer in top-n passages: {recall}", flush=True)
     gold = ""
-    if args.retriever:  # dev-a questions: each has its own paragraph, the reader's ceiling on one passage
+    # dev-a questions: each has its own paragraph, the reader's ceiling on one passage
+    if args.retriever or args.gold:
         em, f1 = gold_paragraph_scores(reader, tokenizer, rows, max_length)
         gold = f" Gold paragraph alone: EM {em:.1f}, F1 {f1:.1f}."
         print(gold.strip(), flush=True)
