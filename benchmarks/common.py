@@ -155,6 +155,11 @@ def dev_gold_paragraphs(question_ids: Sequence[str]) -> list[dict]:
     from dpr_hf.data import load_passages, load_questions
 
     gold_of = {q["id"]: q["gold_passage_id"] for q in load_questions(str(SQUAD_DEV))}
+    missing = [i for i in question_ids if i not in gold_of]
+    if missing:
+        raise ValueError(
+            f"{len(missing)} question ids are not SQuAD dev-a questions of {SQUAD_DEV}: {missing[:3]}"
+        )
     paragraphs = {p["id"]: p for p in load_passages(str(SQUAD_DEV))}
     return [paragraphs[gold_of[i]] for i in question_ids]
 

@@ -1,13 +1,14 @@
 """The reader's answer rankings compared on the same readings: EM/F1 when reading the top 1/5/20 passages.
 
-    python benchmarks/reader_ranking.py --reader READER_DIR (--retriever PAIR_DIR | --results RESULTS_JSON)
+    python benchmarks/reader_ranking.py --reader READER_DIR (--retriever PAIR_DIR | --results RESULTS_JSON [--gold])
         [--questions 300] [--max-length N]
 
 `--retriever`: DPR's SQuAD open setting, a seeded sample of dev-a questions over every SQuAD train + dev-a
 paragraph (the corpus encoding is the slow part; its top-20 is cached in runs/bench/reader-ranking/); it also
 reports EM/F1 on each question's gold paragraph alone (the reader's ceiling with one passage).
 `--results`: any retrieval-results JSON (`dpr-hf evaluate-retrieval`'s results.json), e.g. the quickstart's dev
-subset. The reader reads each question's 20 passages once; every ranking ranks the same readings.
+subset; with `--gold` its questions are SQuAD dev-a ones, and their gold paragraphs are read as with `--retriever`.
+The reader reads each question's 20 passages once; every ranking ranks the same readings.
 """
 
 from __future__ import annotations
@@ -62,9 +63,10 @@ def open_squad_top20(pair_dir: Path, count: int, output: Path) -> list[dict]:
     return rows
 
 
-def gold_paragraph_scores(reader, tokenizer, rows: list[dict], max_length: int) -> tuple[float, float]:
-    """EM/F1 (%) of the reader's best span in each dev-a question's own paragraph (the oracle passage)."""
-    gold = common.dev_gold_paragraphs([row["id"] for row in rows])
+def gold_paragraph_scores(
+    reader, tokenizer, rows: list[dict], gold: list[dict], max_length: int
+) -> tuple[float, float]:
+    """EM/F1 (%) of the reader's best span in each question's own paragraph (`gold`: the oracle passages)."""
     readings = score_passages(
         reader, tokenizer, [row["question"] for row in rows], [[p] for p in gold], max_length=max_length
     )
@@ -102,6 +104,13 @@ def main() -> None:
         ]
         temperature = args.temperature
     rows = [{**row, "ctxs": row["ctxs"][:20]} for row in rows]
+    gold_paragraphs = None  # dev-a questions: each has its own paragraph, the reader's ceiling on one passage
+    # looked up before the long reading, so ids that are not dev-a questions fail at once
+    if args.retriever or args.gold:
+        try:
+            gold_paragraphs = common.dev_gold_paragraphs([row["id"] for row in rows])
+        except ValueError as error:
+            raise SystemExit(f"{args.results}: {error}") from None
     reader, tokenizer = load_reader(args.reader)
     max_length = args.max_length or reader.config.max_seq_length
     started = common.now()
@@ -126,9 +135,8 @@ def main() -> None:
     }
     print(f"{len(rows)} questions, {max_length} tokens; answer in top-n passages: {recall}", flush=True)
     gold = ""
-    # dev-a questions: each has its own paragraph, the reader's ceiling on one passage
-    if args.retriever or args.gold:
-        em, f1 = gold_paragraph_scores(reader, tokenizer, rows, max_length)
+    if gold_paragraphs is not None:
+        em, f1 = gold_paragraph_scores(reader, tokenizer, rows, gold_paragraphs, max_length)
         gold = f" Gold paragraph alone: EM {em:.1f}, F1 {f1:.1f}."
         print(gold.strip(), flush=True)
     weights = [float(w) for w in args.weights.split(",")]
