@@ -9,10 +9,11 @@ Training follows transformers' question-answering example (run_qa.py): question 
 (run_qa's `--pad_to_max_length False`, cheaper on CPU). The questions are the ones dpr_hf's reader recipe trains on:
 `seeded_subset` of the answerable questions in the same order, seed and count as `train_reader`.
 
-Wall time: the peer may train as long as the dpr_hf reader did. A linear schedule needs its length up front, so
-the median of 10 timed steps of a throwaway copy estimates the step time, and `max_steps` = budget / step time; a
-callback stops training anyway once the budget is spent (a busier machine than the estimate saw). Training time
-survives `--resume` (checkpoint state), so an interrupted run continues to the same budget.
+Wall time: the peer may train as long as the dpr_hf reader did, and no longer. Its learning rate decays linearly
+over the budget's wall time instead of a step count (a count estimated from timed steps left 10% of the budget unused
+in one run), up to run_qa's 3 epochs; a callback stops training once the budget is spent, so the peer trains for
+the budget and ends at a learning rate of zero. Training time survives `--resume` (checkpoint state), so an
+interrupted run continues to the same budget.
 
 Reading: the context is the passage text alone, as in training (SQuAD paragraphs have no title in run_qa, so a
 title would be text the peer never saw); long passages are read in the same overlapping windows. Score of a span:
@@ -25,11 +26,8 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import itertools
 import json
 import random
-import statistics
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,6 +35,7 @@ from pathlib import Path
 import common
 import torch
 from datasets import Dataset
+from torch.optim.lr_scheduler import LambdaLR
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import ExportableState
 from transformers.trainer_utils import get_last_checkpoint
@@ -116,25 +115,32 @@ class WallTimeBudget(TrainerCallback, ExportableState):
         if self.elapsed_s >= self.budget_s:
             control.should_training_stop = control.should_save = True
 
+    def fraction_left(self) -> float:
+        """Share of the budget still to spend: the linear schedule's factor, read from the clock, not the step."""
+        spent = self._base + time.monotonic() - self._start if self._start else self.elapsed_s
+        return max(0.0, 1.0 - spent / self.budget_s)
+
     def state(self) -> dict:
         return {"args": {"budget_s": self.budget_s, "elapsed_s": self.elapsed_s}, "attributes": {}}
 
 
-def seconds_per_step(training: dict, features: Dataset, tokenizer, backbone: str, steps: int = 10) -> float:
-    """Step time of this machine: the median of `steps` steps (after one warm-up) of a throwaway copy."""
-    clock: list[float] = []
+class WallTimeTrainer(Trainer):
+    """`Trainer` whose learning rate decays linearly to zero over the wall-time budget (no warm-up, as run_qa)."""
 
-    class Clock(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            clock.append(time.perf_counter())
+    def __init__(self, *args, budget_s: float, **kwargs):
+        super().__init__(*args, callbacks=[WallTimeBudget(budget_s)], **kwargs)
 
-    with tempfile.TemporaryDirectory() as scratch:
-        arguments = TrainingArguments(scratch, **{**training, "max_steps": steps + 1, "save_strategy": "no"})
-        model, _ = common.qa_peer(backbone)
-        Trainer(
-            model, arguments, train_dataset=features, processing_class=tokenizer, callbacks=[Clock()]
-        ).train()
-    return statistics.median(b - a for a, b in itertools.pairwise(clock))  # a busy moment is no step time
+    @property
+    def budget(self) -> WallTimeBudget:
+        """The live budget callback: resuming replaces it with the checkpoint's."""
+        return next(c for c in self.callback_handler.callbacks if isinstance(c, WallTimeBudget))
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        if self.lr_scheduler is None:
+            self.lr_scheduler = LambdaLR(
+                optimizer or self.optimizer, lambda _step: self.budget.fraction_left()
+            )
+        return self.lr_scheduler
 
 
 def train(args: argparse.Namespace) -> dict:
@@ -154,35 +160,30 @@ def train(args: argparse.Namespace) -> dict:
     }
     checkpoint = get_last_checkpoint(str(args.output)) if args.resume and args.output.is_dir() else None
     if checkpoint:
-        max_steps = json.loads((Path(checkpoint) / "trainer_state.json").read_text())["max_steps"]
-        print(f"resuming from {checkpoint} (max_steps {max_steps})", flush=True)
-    else:
-        step_s = seconds_per_step(training, features, tokenizer, args.backbone or common.base_model_dir())
-        max_steps = max(1, int(args.budget_minutes * 60 / step_s))
-        print(f"{step_s:.2f} s per step: {max_steps} steps fit {args.budget_minutes} min", flush=True)
+        print(f"resuming from {checkpoint}", flush=True)
     arguments = TrainingArguments(
         str(args.output),
         **training,
-        max_steps=max_steps,
+        num_train_epochs=3.0,  # run_qa's default; the budget ends training first
         save_steps=args.save_steps,
         save_total_limit=1,
         restore_callback_states_from_checkpoint=True,
     )
-    trainer = Trainer(
+    trainer = WallTimeTrainer(
         model,
         arguments,
         train_dataset=features,
         processing_class=tokenizer,
-        callbacks=[WallTimeBudget(args.budget_minutes * 60)],
+        budget_s=args.budget_minutes * 60,
     )
     trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model()  # model.safetensors + tokenizer in --output
-    budget = next(c for c in trainer.callback_handler.callbacks if isinstance(c, WallTimeBudget))
+    budget = trainer.budget
     summary = {
         "backbone": args.backbone or "all-MiniLM-L6-v2",
         "questions": len(examples),
         "windows": len(features),
-        "max_steps": max_steps,
+        "schedule": "linear over the wall-time budget",
         "steps": trainer.state.global_step,
         "windows_seen": trainer.state.global_step * args.batch_size,
         "epochs": round(trainer.state.epoch or 0.0, 2),
@@ -320,7 +321,8 @@ def main() -> None:
         f"{t['questions']} questions ({t['windows']} windows of {t['max_length']} tokens, stride {t['stride']}) "
         f"of `{t.get('train_file', args.train_file)}`, seed {t['seed']}; {t['steps']} steps of {t['batch_size']} "
         f"({t['windows_seen']} windows seen, {t['epochs']} epochs) in {t['train_minutes']} min of a "
-        f"{t['budget_minutes']}-min budget (estimated {t['max_steps']} steps), lr {t['learning_rate']} linear"
+        f"{t['budget_minutes']}-min budget, lr {t['learning_rate']} "
+        f"{t.get('schedule', 'linear over an estimated step count')}"
         if t
         else "training record missing (peer_training.json)"
     )
