@@ -1,9 +1,12 @@
 #!/bin/bash
-# The SQuAD recipes chained, as behind README's last reader row and docs/reader.md "The recipes chained":
+# The SQuAD recipes chained, as behind README's last two reader rows and docs/reader.md "The recipes chained":
 # BM25 negatives -> recipes/squad/retriever.yaml -> that pair's index of the SQuAD-open corpus -> its top passages
-# for train, dev subset and dev-a -> recipes/squad/reader.yaml on its negatives -> reading 1,000 dev-a questions.
-# ~2 h on 2 idle AVX512-BF16 cores. A step whose output exists is skipped; training resumes from its checkpoints,
-# so rerunning after an interruption continues. Run from anywhere: `bash recipes/squad/chain.sh`.
+# for train, dev subset and dev-a -> recipes/squad/reader.yaml on its negatives -> reading 1,000 dev-a questions
+# -> the peer (benchmarks/reader_peer.py) trained for the reader's wall time and reading the same passages.
+# ~3 h on 2 idle AVX512-BF16 cores (~2 h 10 min to the reader's figures, ~55 min for the peer). A step whose output
+# exists is skipped; training resumes from its checkpoints, so rerunning after an interruption continues (the two
+# readings rerun: ~1 min from the reader's cache, ~18 min for the peer). Run from anywhere:
+# `bash recipes/squad/chain.sh`.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 if [ -d .venv ]; then source .venv/bin/activate; fi
@@ -48,3 +51,8 @@ fi
 step reader-ranking
 python benchmarks/reader_ranking.py --reader $B/reader-squad/reader --results $B/squad-deva-dense/results.json \
   --questions 1000 --weights 1,2 --gold
+step reader-peer  # same questions, the reader's training wall time, the same top passages
+BUDGET=$(python -c "import json; print(json.load(open('$B/reader-squad/metrics.json'))['train_runtime_s'] / 60)")
+if [ -f $B/reader-peer/peer_training.json ]; then MODE=--eval-only; else MODE=--resume; fi
+python benchmarks/reader_peer.py --budget-minutes "$BUDGET" --max-train-samples 12000 \
+  --results $B/squad-deva-dense/results.json --questions 1000 --output $B/reader-peer $MODE
