@@ -110,15 +110,18 @@ class WallTimeBudget(TrainerCallback, ExportableState):
     def on_train_begin(self, args, state, control, **kwargs):
         self._base, self._start = self.elapsed_s, time.monotonic()
 
+    def spent_s(self) -> float:
+        """Training seconds so far, resumed runs included (before training starts: those restored)."""
+        return self._base + time.monotonic() - self._start if self._start else self.elapsed_s
+
     def on_step_end(self, args, state, control, **kwargs):
-        self.elapsed_s = self._base + time.monotonic() - self._start
+        self.elapsed_s = self.spent_s()
         if self.elapsed_s >= self.budget_s:
             control.should_training_stop = control.should_save = True
 
     def fraction_left(self) -> float:
         """Share of the budget still to spend: the linear schedule's factor, read from the clock, not the step."""
-        spent = self._base + time.monotonic() - self._start if self._start else self.elapsed_s
-        return max(0.0, 1.0 - spent / self.budget_s)
+        return max(0.0, 1.0 - self.spent_s() / self.budget_s)
 
     def state(self) -> dict:
         return {"args": {"budget_s": self.budget_s, "elapsed_s": self.elapsed_s}, "attributes": {}}
@@ -305,6 +308,10 @@ def main() -> None:
     parser.add_argument("--max-answer-length", type=int, default=10, help="tokens (dpr_hf's default)")
     parser.add_argument("--eval-batch-size", type=int, default=32, help="passages tokenised per forward")
     args = parser.parse_args()
+    if args.budget_minutes <= 0 and not args.eval_only:
+        parser.error(
+            f"--budget-minutes must be positive (the dpr_hf reader's training minutes), not {args.budget_minutes}"
+        )
     started = common.now()
     summary_file = args.output / "peer_training.json"
     training = json.loads(summary_file.read_text()) if args.eval_only and summary_file.exists() else {}

@@ -110,7 +110,7 @@ def main() -> None:
         try:
             gold_paragraphs = common.dev_gold_paragraphs([row["id"] for row in rows])
         except ValueError as error:
-            raise SystemExit(f"{args.results}: {error}") from None
+            raise SystemExit(f"{args.results or args.retriever}: {error}") from None
     reader, tokenizer = load_reader(args.reader)
     max_length = args.max_length or reader.config.max_seq_length
     started = common.now()
